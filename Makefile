@@ -1,0 +1,47 @@
+# litdistill: `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU wheel of torch. pyproject pins torch==2.13.0 so nothing can upgrade it to a
+# multi-GB CUDA build; GPU users install their torch build first (TORCH_SPEC="" skips this).
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export WANDB_MODE ?= offline
+export GLUE_DIR ?= $(abspath ../shared/data/glue)
+
+.PHONY: help install test test-slow test-all lint format clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	if [ -n "$(TORCH_SPEC)" ]; then $(PY) -m pip install -q "$(TORCH_SPEC)"; fi
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed ## Create .venv and install litdistill (editable) with dev tools
+
+test: install ## Run the fast test suite (no slow tests)
+	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
+
+test-slow: install ## Run only the slow tests (DDP, resume, multirun, real models/data)
+	$(PY) -m pytest -m slow -q $(PYTEST_ARGS)
+
+test-all: install ## Run every test
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: install ## ruff check + format check
+	$(VENV)/bin/ruff check src tests
+
+format: install ## Apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix src tests
+	$(VENV)/bin/ruff format src tests
+
+clean: ## Remove run outputs (keeps .venv and caches)
+	rm -rf outputs multirun .pytest_cache

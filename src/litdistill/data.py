@@ -1,0 +1,374 @@
+"""GLUE (and custom) data as a LightningDataModule: read, validate, tokenize once, batch tightly.
+
+Reading is split from tokenizing so that :meth:`GlueDataModule.load_raw` can validate files,
+labels and splits before any model weights load. Tokenized splits are cached on disk under a
+key that covers every input (file bytes, tokenizer, max length, subsampling), written
+atomically, and memory-mapped by every later run and DDP rank.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import datasets
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from litdistill.errors import ConfigError
+from litdistill.tasks import TaskSpec
+
+log = logging.getLogger(__name__)
+
+# Bump when the tokenized layout changes so old cache entries are never read.
+CACHE_FORMAT = 1
+_FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json",
+                 ".parquet": "parquet"}
+
+
+def offline() -> bool:
+    """True when the user (or CI) told Hugging Face libraries not to touch the network."""
+    flags = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+    return any(os.environ.get(f, "").lower() in {"1", "true", "yes"} for f in flags)
+
+
+def read_glue_tsv(path: Path, task: TaskSpec) -> dict[str, list]:
+    """Parse one official GLUE TSV file into columns, validating every row.
+
+    Files are read as GLUE's own loader does: tab-separated with quoting off (QNLI and SST-2
+    contain bare quote characters), ``utf-8-sig`` so MRPC's byte-order mark vanishes.
+
+    Args:
+        path: The ``.tsv`` file.
+        task: Its task; ``task.tsv`` says which columns hold text and label.
+
+    Returns:
+        Columns ``task.text_fields``, ``label`` (int class id or float) and ``idx`` (row index).
+
+    Raises:
+        ConfigError: A malformed row or a label outside the task's range, with file and line.
+    """
+    layout = task.tsv
+    assert layout is not None, f"task {task.name} has no TSV layout"
+    columns: dict[str, list] = {f: [] for f in task.text_fields} | {"label": [], "idx": []}
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        rows = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+        for lineno, row in enumerate(rows, start=1):
+            if layout.header and lineno == 1:
+                continue
+            if len(row) < layout.min_columns:
+                raise ConfigError(
+                    f"{path}:{lineno}: expected >= {layout.min_columns} tab-separated columns "
+                    f"for {task.name}, got {len(row)}; is this the official GLUE file?"
+                )
+            raw = row[layout.label_column].strip()
+            columns["label"].append(_parse_label(raw, task, f"{path}:{lineno}"))
+            for name, col in zip(task.text_fields, layout.text_columns, strict=True):
+                columns[name].append(row[col])
+            columns["idx"].append(len(columns["idx"]))
+    return columns
+
+
+def _parse_label(raw: Any, task: TaskSpec, where: str) -> int | float:
+    """Map a label as written in a file to a class id (or float target)."""
+    if task.is_regression:
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: regression label {raw!r} is not a number") from None
+    if task.label_names is not None and str(raw) in task.label_names:
+        return task.label_names.index(str(raw))
+    try:
+        label = int(raw)
+    except (TypeError, ValueError):
+        label = -1
+    if not 0 <= label < task.num_labels or isinstance(raw, float) and raw != label:
+        allowed = task.label_names or tuple(range(task.num_labels))
+        raise ConfigError(
+            f"{where}: label {raw!r} is outside task {task.name!r}'s labels {allowed}; "
+            "fix the file or task.num_labels / task.label_names"
+        )
+    return label
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """A hash that changes whenever the tokenizer would produce different ids."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        # Calling the tokenizer stores its last truncation/padding settings in this state;
+        # they are per-call arguments (covered by max_length), not part of the vocabulary.
+        state.pop("truncation", None)
+        state.pop("padding", None)
+        text = json.dumps(state, sort_keys=True)
+    else:
+        text = json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    payload = f"{type(tokenizer).__name__}|{text}|{tokenizer.padding_side}"
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class GlueDataModule(L.LightningDataModule):
+    """Train and eval splits of one task, tokenized once, dynamically padded.
+
+    Args:
+        task: The resolved task.
+        glue_dir: Folder in the standard GLUE layout (``<glue_dir>/<TASK>/{train,dev}.tsv``);
+            defaults to ``$GLUE_DIR`` in the config. When unset, the Hub copy is used.
+        data_files: For ``task=custom``: ``{"train": path, "validation": path}`` of
+            csv/tsv/json/jsonl/parquet files.
+        max_length: Truncation length in tokens.
+        batch_size: Training batch size per device.
+        eval_batch_size: Evaluation batch size per device.
+        max_train_samples: Keep a seeded random subset of this many training rows.
+        max_eval_samples: Same for each eval split.
+        group_by_length: Batch similar lengths together (less padding, same epoch contents).
+        num_workers: DataLoader worker processes.
+        pin_memory: Pin host memory (for GPU training).
+        seed: Seed of subsampling and shuffling.
+        cache_dir: Where tokenized splits are cached (None: no cache).
+    """
+
+    def __init__(
+        self,
+        task: TaskSpec,
+        glue_dir: str | None = None,
+        data_files: Mapping[str, str] | None = None,
+        max_length: int = 128,
+        batch_size: int = 32,
+        eval_batch_size: int = 64,
+        max_train_samples: int | None = None,
+        max_eval_samples: int | None = None,
+        group_by_length: bool = True,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        seed: int = 42,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.task = task
+        self.glue_dir = Path(glue_dir).expanduser() if glue_dir else None
+        self.data_files = dict(data_files or {})
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.max_train_samples = max_train_samples
+        self.max_eval_samples = max_eval_samples
+        self.group_by_length = group_by_length
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.seed = seed
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
+        self.tokenizer: PreTrainedTokenizerBase | None = None
+        self.raw: dict[str, datasets.Dataset] = {}
+        self._source_ids: dict[str, str] = {}
+        self.splits: dict[str, datasets.Dataset] = {}
+
+    @property
+    def split_names(self) -> list[str]:
+        """The training split followed by the task's eval splits."""
+        return ["train", *self.task.eval_splits]
+
+    # ----------------------------------------------------------------- reading + validation
+    def load_raw(self) -> dict[str, datasets.Dataset]:
+        """Read and validate every split (cheap; no tokenizer or model needed).
+
+        Raises:
+            ConfigError: Missing files, bad labels, or an empty split.
+        """
+        if self.raw:
+            return self.raw
+        if self.data_files:
+            self._load_files()
+        elif self.glue_dir is not None:
+            self._load_glue_dir()
+        else:
+            self._load_hub()
+        for split, ds in self.raw.items():
+            if len(ds) == 0:
+                raise ConfigError(f"split {split!r} of task {self.task.name!r} is empty "
+                                  f"({self._source_ids[split]}); point the task at real data")
+        self.raw = {s: self._subsample(s, ds) for s, ds in self.raw.items()}
+        return self.raw
+
+    def _load_glue_dir(self) -> None:
+        task = self.task
+        if task.glue_dir_name is None:
+            raise ConfigError(f"task {task.name!r} is not a GLUE task; give it data files")
+        folder = self.glue_dir / task.glue_dir_name
+        paths = {s: folder / task.split_files[s] for s in self.split_names}
+        if missing := [str(p) for p in paths.values() if not p.is_file()]:
+            raise ConfigError(
+                f"missing data file(s) for {task.name}: {', '.join(missing)}; set GLUE_DIR "
+                f"(or data.glue_dir) to a folder in the GLUE layout <dir>/{task.glue_dir_name}/"
+                "train.tsv, e.g. GLUE_DIR=../shared/data/glue"
+            )
+        for split, path in paths.items():
+            self.raw[split] = datasets.Dataset.from_dict(read_glue_tsv(path, task))
+            self._source_ids[split] = f"{path}#sha256={_sha256(path)}"
+
+    def _load_files(self) -> None:
+        task = self.task
+        wanted = {"train": "train", **{s: s for s in task.eval_splits}}
+        if "validation" in self.data_files and len(task.eval_splits) == 1:
+            wanted[task.eval_splits[0]] = "validation"
+        for split, key in wanted.items():
+            path = Path(str(self.data_files.get(key, ""))).expanduser()
+            if not path.is_file():
+                raise ConfigError(
+                    f"missing data file for split {key!r} of task {task.name!r}: {str(path)!r}; "
+                    f"set task.data_files.{key} to an existing csv/tsv/json/jsonl/parquet file"
+                )
+            fmt = _FILE_FORMATS.get(path.suffix.lower())
+            if fmt is None:
+                raise ConfigError(f"{path}: unsupported file type; use one of {_FILE_FORMATS}")
+            kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+            ds = datasets.load_dataset(fmt, data_files=str(path), split="train", **kwargs)
+            need = [*task.text_fields, task.label_field]
+            if missing := [c for c in need if c not in ds.column_names]:
+                raise ConfigError(f"{path}: missing column(s) {missing}; it has {ds.column_names}"
+                                  "; set task.text_fields / task.label_field")
+            self.raw[split] = self._validated(ds, str(path))
+            self._source_ids[split] = f"{path}#sha256={_sha256(path)}"
+
+    def _load_hub(self) -> None:
+        task = self.task
+        if task.hub is None:
+            raise ConfigError(f"task {task.name!r} has no Hub copy; give it local data files")
+        if offline():
+            raise ConfigError(
+                f"no local data for {task.name} and the Hub is offline: set GLUE_DIR (or "
+                "data.glue_dir) to a folder in the GLUE layout, e.g. GLUE_DIR=../shared/data/glue"
+            )
+        hub_splits = {"train": "train", **{s: s for s in task.eval_splits}}
+        for split, hub_split in hub_splits.items():
+            ds = datasets.load_dataset(*task.hub, split=hub_split)
+            self.raw[split] = self._validated(ds, f"hub:{'/'.join(task.hub)}[{hub_split}]")
+            self._source_ids[split] = f"hub:{'/'.join(task.hub)}@{ds._fingerprint}"
+
+    def _validated(self, ds: datasets.Dataset, where: str) -> datasets.Dataset:
+        """Map labels to ids/floats, check their range, keep text + label + idx columns."""
+        task = self.task
+        labels = [_parse_label(v, task, f"{where}: row {i + 1}")
+                  for i, v in enumerate(ds[task.label_field])]
+        columns = {f: [str(t) if t is not None else "" for t in ds[f]] for f in task.text_fields}
+        return datasets.Dataset.from_dict(columns | {"label": labels, "idx": list(range(len(ds)))})
+
+    def _subsample(self, split: str, ds: datasets.Dataset) -> datasets.Dataset:
+        limit = self.max_train_samples if split == "train" else self.max_eval_samples
+        if limit is None or limit >= len(ds):
+            return ds
+        # A seeded random subset, not the first rows: several GLUE files are ordered by source.
+        return ds.select(sorted(random.Random(self.seed).sample(range(len(ds)), limit)))
+
+    # ---------------------------------------------------------------------- tokenizing
+    def set_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        """Give the module the student's tokenizer (known only once models are resolved)."""
+        self.tokenizer = tokenizer
+
+    def _cache_key(self, split: str) -> str:
+        limit = self.max_train_samples if split == "train" else self.max_eval_samples
+        parts = {
+            "format": CACHE_FORMAT, "task": self.task.name, "split": split,
+            "fields": self.task.text_fields, "source": self._source_ids[split],
+            "tokenizer": tokenizer_fingerprint(self.tokenizer), "max_length": self.max_length,
+            "subsample": [limit, self.seed], "labels": self.task.label_names,
+        }
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+    def _tokenize(self, split: str) -> datasets.Dataset:
+        fields = self.task.text_fields
+        tokenizer = self.tokenizer
+
+        def encode(batch: dict[str, list]) -> dict[str, list]:
+            enc = tokenizer(*(batch[f] for f in fields), truncation=True,
+                            max_length=self.max_length)
+            enc["length"] = [len(ids) for ids in enc["input_ids"]]
+            return enc
+
+        return self.raw[split].map(encode, batched=True, batch_size=1000,
+                                   remove_columns=list(fields),
+                                   desc=f"tokenize {self.task.name}/{split}")
+
+    def _cached_split(self, split: str) -> datasets.Dataset:
+        if self.cache_dir is None:
+            return self._tokenize(split)
+        path = self.cache_dir / self._cache_key(split)
+        if (path / "dataset_info.json").is_file():
+            return datasets.load_from_disk(str(path))
+        ds = self._tokenize(split)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            ds.save_to_disk(str(tmp))
+            os.replace(tmp, path)  # atomic; a concurrent writer of the same key may win
+        except OSError:
+            if not (path / "dataset_info.json").is_file():
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return datasets.load_from_disk(str(path))
+
+    def prepare_data(self) -> None:
+        """Tokenize into the cache once (rank zero), so other ranks only read it."""
+        if self.cache_dir is not None and self.tokenizer is not None:
+            self.load_raw()
+            for split in self.split_names:
+                self._cached_split(split)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load raw splits and their tokenized, cached form."""
+        if self.tokenizer is None:
+            raise RuntimeError("GlueDataModule.set_tokenizer() must be called before setup()")
+        self.load_raw()
+        for split in self.split_names:
+            if split not in self.splits:
+                self.splits[split] = self._cached_split(split)
+
+    # ---------------------------------------------------------------------- loaders
+    def _collate(self) -> DataCollatorWithPadding:
+        # Dynamic padding: each batch is padded to its own longest sequence only.
+        return DataCollatorWithPadding(self.tokenizer, return_tensors="pt")
+
+    def _loader(self, split: str, batch_size: int, train: bool) -> DataLoader:
+        ds = self.splits[split].remove_columns(["length"])
+        generator = torch.Generator().manual_seed(self.seed)
+        sampler = None
+        if train and self.group_by_length:
+            # Shuffled mega-batches sorted by length: batches of similar lengths, random order.
+            sampler = LengthGroupedSampler(batch_size, lengths=self.splits[split]["length"],
+                                           generator=generator)
+        return DataLoader(
+            ds, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+            generator=generator if train else None, collate_fn=self._collate(),
+            num_workers=self.num_workers, pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled (optionally length-grouped) training batches."""
+        return self._loader("train", self.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """One loader per eval split (MNLI: matched, mismatched)."""
+        loaders = [self._loader(s, self.eval_batch_size, False) for s in self.task.eval_splits]
+        return loaders[0] if len(loaders) == 1 else loaders

@@ -1,0 +1,9 @@
+"""Exceptions that carry a one-line, actionable message for the user."""
+
+
+class LitDistillError(Exception):
+    """Base class: the message says what is wrong and how to fix it."""
+
+
+class ConfigError(LitDistillError):
+    """The configuration or its inputs are invalid; raised before any weights load."""

@@ -1,0 +1,149 @@
+"""End-to-end runs of ``train(cfg)`` on tiny models and tiny GLUE-layout data."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import pipeline
+
+from litdistill import models
+from litdistill.errors import ConfigError
+from litdistill.train import CONF_DIR, train
+
+RESULT_KEYS = {"status", "task", "metric_names", "student", "teacher", "retention",
+               "train_seconds", "error"}
+
+
+def _read(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def test_kd_run_writes_complete_results(make_cfg, tmp_path):
+    results = train(make_cfg("teacher=tiny", "student=tiny", "distill=kd"))
+    on_disk = _read(tmp_path / "run")
+    assert on_disk == json.loads(json.dumps(results))
+    assert RESULT_KEYS <= set(on_disk) and on_disk["status"] == "ok"
+    assert on_disk["error"] is None and on_disk["metric_names"] == ["accuracy"]
+    for who in ("student", "teacher"):
+        entry = on_disk[who]
+        assert set(entry) == {"name", "params", "score", "metrics"}
+        assert 0.0 <= entry["score"] <= 1.0 and entry["params"] > 0
+    assert on_disk["retention"] == pytest.approx(
+        on_disk["student"]["score"] / on_disk["teacher"]["score"])
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_fine_tuning_learns_and_exports_a_pipeline_model(make_cfg, tmp_path,
+                                                         word_tokenizer_dir):
+    """A tiny student fine-tuned (no teacher) beats chance on the separable toy data."""
+    results = train(make_cfg("student=sized", "student.num_layers=2", "student.hidden=32",
+                             "student.heads=2", "student.intermediate=64",
+                             f"student.tokenizer_name={word_tokenizer_dir}",
+                             "optimizer.lr=3e-3", "trainer.max_epochs=6"))
+    assert results["teacher"] is None and results["retention"] is None
+    assert results["student"]["score"] >= 0.75
+    clf = pipeline("text-classification", model=str(tmp_path / "run" / "student"))
+    out = clf(["a good film", "an awful plot"])
+    assert {o["label"] for o in out} <= {"0", "1"}
+
+
+def test_regression_and_pair_task(make_cfg):
+    results = train(make_cfg("task=stsb", "teacher=tiny", "distill=kd"))
+    assert set(results["student"]["metrics"]) == {"pearson", "spearmanr"}
+
+
+def test_mnli_reports_matched_and_mismatched(make_cfg):
+    results = train(make_cfg("task=mnli", "teacher=tiny", "distill=kd"))
+    assert set(results["student"]["metrics"]) == {"accuracy_matched", "accuracy_mismatched"}
+
+
+def test_from_teacher_student_and_exported_student_as_teacher(make_cfg, tmp_path):
+    first = tmp_path / "teacher_run"
+    train(make_cfg("student=sized", "student.num_layers=4", "student.hidden=32",
+                   "student.heads=2", "student.intermediate=64", run_dir=first))
+    results = train(make_cfg("teacher=pretrained", f"teacher.name_or_path={first}/student",
+                             "student=from_teacher", "student.layers=[1,3]", "distill=kd"))
+    assert results["status"] == "ok"
+    assert results["student"]["params"] < results["teacher"]["params"]
+
+
+EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_config_runs_fast_dev_run(make_cfg, experiment):
+    results = train(make_cfg(f"experiment={experiment}", "trainer.fast_dev_run=true"))
+    assert results["status"] == "ok"
+
+
+# ---------------------------------------------------------------- bad input fails fast
+@pytest.fixture
+def no_weights(monkeypatch):
+    """Make any weight loading an error, to prove a check fires before it."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("weights were loaded before the config was validated")
+
+    for cls in (models.Pretrained, models.Sized, models.FromTeacher):
+        monkeypatch.setattr(cls, "build", refuse)
+
+
+def _bad_glue(tmp_path: Path, dev: str) -> Path:
+    (tmp_path / "bad" / "SST-2").mkdir(parents=True)
+    (tmp_path / "bad" / "SST-2" / "train.tsv").write_text("sentence\tlabel\ngood\t1\n")
+    (tmp_path / "bad" / "SST-2" / "dev.tsv").write_text(dev)
+    return tmp_path / "bad"
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["task.name=sst3"], "unknown task 'sst3'; known tasks: cola, sst2"),
+    (["distill=kd"], "distillation needs a teacher"),
+    (["data.glue_dir=/nonexistent"], "missing data file.*GLUE_DIR"),
+    (["teacher=pretrained", "teacher.name_or_path=bert-base-uncased", "distill=kd"],
+     "Hub is offline"),
+    (["student=from_teacher"], "needs a teacher, or student.source"),
+    (["resume=/no/such.ckpt"], "no such checkpoint"),
+])
+def test_bad_config_fails_before_weights(make_cfg, tmp_path, no_weights, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        train(make_cfg(*overrides))
+    results = _read(tmp_path / "run")
+    assert results["status"] == "failed" and "ConfigError" in results["error"]
+
+
+def test_bad_labels_and_empty_split_fail_before_weights(make_cfg, tmp_path, no_weights):
+    bad = _bad_glue(tmp_path, "sentence\tlabel\ngood\t3\n")
+    with pytest.raises(ConfigError, match=r"dev\.tsv:2: label '3' is outside"):
+        train(make_cfg(f"data.glue_dir={bad}"))
+    (bad / "SST-2" / "dev.tsv").write_text("sentence\tlabel\n")
+    with pytest.raises(ConfigError, match="empty"):
+        train(make_cfg(f"data.glue_dir={bad}"))
+
+
+def test_vocab_and_label_mismatch_fail_before_weights(make_cfg, tmp_path, word_tokenizer_dir,
+                                                      no_weights):
+    with pytest.raises(ConfigError, match="vocabularies differ"):
+        train(make_cfg("teacher=tiny", "student=sized", "distill=kd",
+                       f"student.tokenizer_name={word_tokenizer_dir}"))
+
+
+def _cli(args: list[str], cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="offline")
+    return subprocess.run([sys.executable, "-m", "litdistill.train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, tiny_glue):
+    proc = _cli(["task.name=nope", f"data.glue_dir={tiny_glue}"], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown task 'nope'")
+    assert "Traceback" not in proc.stderr
+
+
+def test_ddp_inside_multirun_is_refused(tmp_path, tiny_glue):
+    proc = _cli(["--multirun", "hardware=ddp_cpu", "student=tiny", f"data.glue_dir={tiny_glue}",
+                 "logger=none", f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    assert proc.returncode == 2
+    assert "cannot run inside a --multirun" in proc.stderr and "submitit" in proc.stderr
