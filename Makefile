@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export GLUE_DIR ?= $(abspath ../shared/data/glue)
 
-.PHONY: help install test test-slow test-all lint format clean
+.PHONY: help install demo test test-slow test-all lint format clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -27,6 +27,9 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed ## Create .venv and install litdistill (editable) with dev tools
 
+demo: install ## The main job: zoo MiniLM-L6 teacher -> 3-layer KD student vs baseline, table + plot
+	$(PY) -m litdistill.demo $(DEMO_ARGS)
+
 test: install ## Run the fast test suite (no slow tests)
 	$(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
 
@@ -36,7 +39,7 @@ test-slow: install ## Run only the slow tests (DDP, resume, multirun, real model
 test-all: install ## Run every test
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-lint: install ## ruff check + format check
+lint: install ## ruff check (rules E, F, I, UP, W)
 	$(VENV)/bin/ruff check src tests
 
 format: install ## Apply ruff fixes and formatting

@@ -197,6 +197,11 @@ class GlueDataModule(L.LightningDataModule):
         """
         if self.raw:
             return self.raw
+        if self.task.zoo and not self.data_files:
+            from litdistill import zoo
+
+            folder = zoo.resolve(self.task.zoo)
+            self.data_files = {s: str(folder / f) for s, f in self.task.split_files.items()}
         if self.data_files:
             self._load_files()
         elif self.glue_dir is not None:
@@ -268,10 +273,18 @@ class GlueDataModule(L.LightningDataModule):
     def _validated(self, ds: datasets.Dataset, where: str) -> datasets.Dataset:
         """Map labels to ids/floats, check their range, keep text + label + idx columns."""
         task = self.task
-        labels = [_parse_label(v, task, f"{where}: row {i + 1}")
-                  for i, v in enumerate(ds[task.label_field])]
-        columns = {f: [str(t) if t is not None else "" for t in ds[f]] for f in task.text_fields}
-        return datasets.Dataset.from_dict(columns | {"label": labels, "idx": list(range(len(ds)))})
+        values = ds[task.label_field]
+        rows = list(range(len(ds)))
+        if task.binarize_at is not None:
+            rows = [i for i in rows if float(values[i]) != task.binarize_at]
+            labels = [int(float(values[i]) > task.binarize_at) for i in rows]
+        else:
+            labels = [_parse_label(values[i], task, f"{where}: row {i + 1}") for i in rows]
+        columns = {}
+        for f in task.text_fields:
+            column = ds[f]  # materialise once: indexing ds[f] per row would copy it each time
+            columns[f] = ["" if column[i] is None else str(column[i]) for i in rows]
+        return datasets.Dataset.from_dict(columns | {"label": labels, "idx": rows})
 
     def _subsample(self, split: str, ds: datasets.Dataset) -> datasets.Dataset:
         limit = self.max_train_samples if split == "train" else self.max_eval_samples

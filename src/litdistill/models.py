@@ -148,15 +148,17 @@ class Pretrained(ModelSpec):
         attn_implementation: ``sdpa`` (fast) or ``eager`` (needed to return attention maps).
     """
 
-    def __init__(self, name_or_path: str, attn_implementation: str | None = None) -> None:
+    def __init__(self, name_or_path: str, attn_implementation: str | None = None,
+                 name: str | None = None) -> None:
         if not name_or_path:
             raise ConfigError("set the model's name_or_path (a folder, zoo name or hub id)")
-        self.name = str(name_or_path)
+        self.name_or_path = str(name_or_path)
+        self.name = name or self.name_or_path
         self.attn_implementation = attn_implementation
 
     @cached_property
     def path(self) -> str:
-        return resolve_path(self.name)
+        return resolve_path(self.name_or_path)
 
     @cached_property
     def _config(self) -> PretrainedConfig:
@@ -187,7 +189,6 @@ class Pretrained(ModelSpec):
                      self.name, num_labels)
         model = AutoModelForSequenceClassification.from_pretrained(
             self.path, num_labels=num_labels, problem_type=_problem_type(regression), **kwargs)
-        model.config.name_or_path = self.name
         return model
 
 
@@ -285,8 +286,9 @@ class FromTeacher(ModelSpec):
         if config is None:
             return None
         if bad := [i for i in self.layers if not 0 <= i < config.num_hidden_layers]:
-            raise ConfigError(f"student.layers {bad} out of range: the source has "
-                              f"{config.num_hidden_layers} layers (0..{config.num_hidden_layers-1})")
+            n = config.num_hidden_layers
+            raise ConfigError(f"student.layers {bad} out of range: the source has {n} layers "
+                              f"(0..{n - 1})")
         config = config.__class__.from_dict(config.to_dict())
         config.num_hidden_layers = len(self.layers)
         return config

