@@ -129,3 +129,15 @@ def make_cfg(tmp_path: Path, tiny_glue: Path) -> Callable[..., DictConfig]:
         return cfg
 
     return make
+
+
+@pytest.fixture
+def no_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any weight loading an error, to prove a check fires before it."""
+    from litdistill import models
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("weights were loaded before the config was validated")
+
+    for cls in (models.Pretrained, models.Sized, models.FromTeacher):
+        monkeypatch.setattr(cls, "build", refuse)

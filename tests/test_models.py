@@ -90,7 +90,8 @@ class _AssertTeacherFrozen(L.Callback):
 
 def test_teacher_frozen_unchanged_and_not_checkpointed(tmp_path: Path):
     torch.manual_seed(0)
-    teacher, student = _bert(2), _bert(2)
+    # Both in train mode / eval mode the wrong way round, as from_pretrained() leaves them.
+    teacher, student = _bert(2).train(), _bert(2).eval()
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     module = DistillationModule(student, GLUE_TASKS["sst2"], teacher=teacher,
                                 optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2),

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from transformers import pipeline
 
-from litdistill import models
 from litdistill.errors import ConfigError
 from litdistill.train import CONF_DIR, train
 
@@ -82,16 +81,6 @@ def test_every_experiment_config_runs_fast_dev_run(make_cfg, experiment):
 
 
 # ---------------------------------------------------------------- bad input fails fast
-@pytest.fixture
-def no_weights(monkeypatch):
-    """Make any weight loading an error, to prove a check fires before it."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("weights were loaded before the config was validated")
-
-    for cls in (models.Pretrained, models.Sized, models.FromTeacher):
-        monkeypatch.setattr(cls, "build", refuse)
-
-
 def _bad_glue(tmp_path: Path, dev: str) -> Path:
     (tmp_path / "bad" / "SST-2").mkdir(parents=True)
     (tmp_path / "bad" / "SST-2" / "train.tsv").write_text("sentence\tlabel\ngood\t1\n")
@@ -149,3 +138,40 @@ def test_ddp_inside_multirun_is_refused(tmp_path, tiny_glue):
                  "logger=none", f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
     assert proc.returncode == 2
     assert "cannot run inside a --multirun" in proc.stderr and "submitit" in proc.stderr
+
+
+@pytest.mark.parametrize("logger", ["csv", "tensorboard", "wandb"])
+def test_loggers_write_offline_and_finish(make_cfg, tmp_path, logger):
+    """Each logger writes into the run dir; W&B runs offline and is closed after the job."""
+    import wandb
+
+    results = train(make_cfg("teacher=tiny", "distill=kd", f"logger={logger}",
+                             "trainer.log_every_n_steps=1"))
+    assert results["status"] == "ok"
+    run = tmp_path / "run"
+    if logger == "csv":
+        assert "train/loss_kd" in (run / "csv" / "metrics.csv").read_text().splitlines()[0]
+    elif logger == "tensorboard":
+        assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    else:
+        assert list((run / "wandb").glob("offline-run-*"))
+        assert wandb.run is None
+
+
+def test_wandb_mode_never_waits_without_a_key(monkeypatch):
+    from litdistill.loggers import wandb_mode
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert wandb_mode("auto") == "offline"
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", "/nonexistent")  # no ~/.netrc either
+    assert wandb_mode("auto") == "offline"
+    assert wandb_mode("disabled") == "disabled"
+
+
+def test_experiment_values_override_defaults(make_cfg):
+    """``_self_`` comes first in train.yaml, so an experiment's data settings win."""
+    cfg = make_cfg("experiment=demo_teacher")
+    assert cfg.data.max_train_samples == 2000 and cfg.data.max_length == 64
+    assert make_cfg("experiment=demo_teacher", "data.max_length=32").data.max_length == 32

@@ -355,7 +355,12 @@ class GlueDataModule(L.LightningDataModule):
         self.load_raw()
         for split in self.split_names:
             if split not in self.splits:
-                self.splits[split] = self._cached_split(split)
+                ds = self._cached_split(split)
+                if split != "train":
+                    # Eval batches of similar lengths pad less; metrics ignore order and
+                    # the idx column keeps each row's identity.
+                    ds = ds.select(sorted(range(len(ds)), key=ds["length"].__getitem__))
+                self.splits[split] = ds
 
     # ---------------------------------------------------------------------- loaders
     def _collate(self) -> DataCollatorWithPadding:

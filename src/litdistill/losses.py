@@ -15,6 +15,8 @@ The total training loss is ``alpha_kd * kd + alpha_task * task``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -107,3 +109,188 @@ def distillation_loss(
     if alpha_task:
         total = total + alpha_task * task
     return {"loss": total, "loss_kd": kd, "loss_task": task}
+
+
+# --------------------------------------------------------------------------- intermediate
+# Shapes: B batch, T tokens, D hidden width, H heads. ``mask`` is the (B, T) attention mask
+# (1 = real token); every intermediate term averages over real tokens only, so padding,
+# which changes with the batch, never changes the loss.
+
+
+def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values`` (B, T, ...) over the real tokens of ``mask`` (B, T) and trailing dims."""
+    weights = mask.to(values.dtype).view(*mask.shape, *([1] * (values.dim() - 2)))
+    per_token = values[0, 0].numel()
+    return (values * weights).sum() / (weights.sum() * per_token).clamp_min(1.0)
+
+
+def hidden_mse(student_hidden: Tensor, teacher_hidden: Tensor, mask: Tensor,
+               projection: torch.nn.Module | None = None) -> Tensor:
+    """TinyBERT hidden-state loss (Jiao et al. 2020, eq. 7): MSE(H_S W_h, H_T) over real tokens.
+
+    Args:
+        student_hidden: (B, T, D_s) student states of one layer.
+        teacher_hidden: (B, T, D_t) teacher states of the mapped layer.
+        mask: (B, T) attention mask; padded positions do not count.
+        projection: Learned linear map D_s -> D_t (needed when the widths differ).
+
+    Returns:
+        Mean squared error over real tokens and the D_t features.
+    """
+    if projection is not None:
+        student_hidden = projection(student_hidden)
+    if student_hidden.shape != teacher_hidden.shape:
+        raise ValueError(f"hidden widths differ ({student_hidden.shape[-1]} vs "
+                         f"{teacher_hidden.shape[-1]}): give hidden_mse a projection")
+    diff = student_hidden.float() - teacher_hidden.detach().float()
+    return _masked_mean(diff.pow(2), mask)
+
+
+def cosine_hidden_loss(student_hidden: Tensor, teacher_hidden: Tensor, mask: Tensor,
+                       projection: torch.nn.Module | None = None) -> Tensor:
+    """DistilBERT's cosine loss (Sanh et al. 2019): mean over real tokens of 1 - cos(h_s, h_t).
+
+    Args:
+        student_hidden: (B, T, D_s) last-layer student states.
+        teacher_hidden: (B, T, D_t) last-layer teacher states.
+        mask: (B, T) attention mask.
+        projection: Linear map D_s -> D_t when widths differ.
+    """
+    if projection is not None:
+        student_hidden = projection(student_hidden)
+    cos = F.cosine_similarity(student_hidden.float(), teacher_hidden.detach().float(), dim=-1)
+    return _masked_mean((1.0 - cos).unsqueeze(-1), mask)
+
+
+def _pair_mask(mask: Tensor) -> Tensor:
+    """(B, T) token mask -> (B, 1, T, T): real query rows x real key columns."""
+    m = mask.to(torch.float32)
+    return (m[:, None, :, None] * m[:, None, None, :])
+
+
+def attention_mse(student_attn: Tensor, teacher_attn: Tensor, mask: Tensor) -> Tensor:
+    """TinyBERT attention loss on attention maps: per-head MSE over real query/key pairs.
+
+    Args:
+        student_attn: (B, H, T, T) student attention probabilities (or raw scores).
+        teacher_attn: (B, H, T, T) teacher attention of the mapped layer; same H.
+        mask: (B, T) attention mask. Pairs with a padded query or key are left out, which is
+            what TinyBERT's zeroing of masked scores (<= -1e2) approximates; leaving them out
+            also keeps the -inf/-1e4 mask values of raw scores out of the loss.
+    """
+    _check_heads(student_attn, teacher_attn)
+    pairs = _pair_mask(mask)
+    sq = (student_attn.float() - teacher_attn.detach().float()).pow(2) * pairs
+    return sq.sum() / (pairs.sum() * student_attn.shape[1]).clamp_min(1.0)
+
+
+def attention_kl(student_attn: Tensor, teacher_attn: Tensor, mask: Tensor,
+                 eps: float = 1e-12) -> Tensor:
+    """KL(teacher row || student row) between attention distributions, per head.
+
+    Averaged over heads and real query rows (each row is a distribution over keys).
+
+    Args:
+        student_attn: (B, H, T, T) attention probabilities.
+        teacher_attn: (B, H, T, T) teacher attention probabilities; same H.
+        mask: (B, T) attention mask.
+    """
+    _check_heads(student_attn, teacher_attn)
+    t = teacher_attn.detach().float()
+    kl = (t * (torch.log(t + eps) - torch.log(student_attn.float() + eps))).sum(-1)  # (B,H,T)
+    rows = mask.to(torch.float32)[:, None, :].expand_as(kl)
+    return (kl * rows).sum() / rows.sum().clamp_min(1.0)
+
+
+def _check_heads(student: Tensor, teacher: Tensor) -> None:
+    if student.shape[1] != teacher.shape[1]:
+        raise ValueError(f"per-head attention losses need equal head counts: student "
+                         f"{student.shape[1]}, teacher {teacher.shape[1]}")
+
+
+def patient_loss(student_cls: Tensor, teacher_cls: Tensor) -> Tensor:
+    """PKD patient loss (Sun et al. 2019): MSE between L2-normalised [CLS] states.
+
+    ``mean over (B, L, D) of (h_s/||h_s|| - h_t/||h_t||)^2`` for the L mapped layers, as in
+    PKD's code (``F.mse_loss`` of normalised states); the paper writes the same sum of squared
+    distances without the 1/(B L D) factor, which its weight beta (100-500) absorbs.
+
+    Args:
+        student_cls: (B, L, D) student [CLS] states of the mapped layers (projected if needed).
+        teacher_cls: (B, L, D) teacher [CLS] states of the mapped layers.
+    """
+    s = F.normalize(student_cls.float(), p=2, dim=-1)
+    t = F.normalize(teacher_cls.detach().float(), p=2, dim=-1)
+    return F.mse_loss(s, t)
+
+
+def _relation(x: Tensor, y: Tensor, heads: int, mask: Tensor) -> Tensor:
+    """Log-softmax of scaled dot products between relation heads: (B, R, T, T)."""
+    b, t, d = x.shape
+    if d % heads:
+        raise ValueError(f"width {d} is not divisible by {heads} relation heads")
+    xh = x.float().view(b, t, heads, d // heads).transpose(1, 2)  # (B, R, T, d/R)
+    yh = y.float().view(b, t, heads, d // heads).transpose(1, 2)
+    scores = xh @ yh.transpose(-1, -2) / math.sqrt(d // heads)   # (B, R, T, T)
+    keys = mask.to(torch.bool)[:, None, None, :]
+    return F.log_softmax(scores.masked_fill(~keys, torch.finfo(scores.dtype).min), dim=-1)
+
+
+def relation_kl(student_x: Tensor, student_y: Tensor, teacher_x: Tensor, teacher_y: Tensor,
+                mask: Tensor, relation_heads: int) -> Tensor:
+    """MiniLM self-attention relation KL (Wang et al. 2020; v2 relation heads, 2021).
+
+    For (x, y) = (Q, K) this is the attention-distribution transfer, for (V, V) the
+    value-relation transfer: ``KL(softmax(x_t y_t^T / sqrt(d_r)) || softmax(x_s y_s^T /
+    sqrt(d_r)))`` per relation head, averaged over heads and real query rows. Splitting the
+    concatenated projections into ``relation_heads`` heads on both sides lets teacher and
+    student have different widths and head counts.
+
+    Args:
+        student_x, student_y: (B, T, D_s) student projections of the last layer.
+        teacher_x, teacher_y: (B, T, D_t) teacher projections.
+        mask: (B, T) attention mask.
+        relation_heads: Heads R both widths are split into.
+    """
+    log_s = _relation(student_x, student_y, relation_heads, mask)
+    log_t = _relation(teacher_x.detach(), teacher_y.detach(), relation_heads, mask)
+    kl = (log_t.exp() * (log_t - log_s)).sum(-1)  # (B, R, T)
+    rows = mask.to(torch.float32)[:, None, :].expand_as(kl)
+    return (kl * rows).sum() / rows.sum().clamp_min(1.0)
+
+
+# --------------------------------------------------------------------------- layer mapping
+def layer_mapping(student_layers: int, teacher_layers: int, strategy: str | list[int] = "uniform",
+                  ) -> list[tuple[int, int]]:
+    """Which teacher layer supervises which student layer (1-based; 0 is the embeddings).
+
+    * ``uniform`` (TinyBERT): student layer i <- teacher layer i * k, k = L_T / L_S, for
+      i = 1..L_S (12 -> 6: 2, 4, 6, 8, 10, 12; 12 -> 4: 3, 6, 9, 12).
+    * ``skip`` (PKD-skip): student i <- teacher i * k for i = 1..L_S - 1; the last layer is
+      left to the logit loss (12 -> 6: 2, 4, 6, 8, 10).
+    * ``last`` (PKD-last): student i <- teacher L_T - L_S + i for i = 1..L_S - 1
+      (12 -> 6: 7, 8, 9, 10, 11).
+    * a list: student i <- list[i - 1], one entry per student layer.
+
+    Raises:
+        ValueError: An unknown strategy, a list of the wrong length or out of range, or
+            ``uniform``/``skip`` when L_T is not a multiple of L_S.
+    """
+    if isinstance(strategy, str):
+        if strategy in ("uniform", "skip"):
+            if teacher_layers % student_layers:
+                raise ValueError(
+                    f"layer mapping {strategy!r} needs the teacher's {teacher_layers} layers to "
+                    f"be a multiple of the student's {student_layers}; choose 'last' or an "
+                    "explicit list of teacher layers")
+            k = teacher_layers // student_layers
+            top = student_layers if strategy == "uniform" else student_layers - 1
+            return [(i, i * k) for i in range(1, top + 1)]
+        if strategy == "last":
+            return [(i, teacher_layers - student_layers + i) for i in range(1, student_layers)]
+        raise ValueError(f"unknown layer mapping {strategy!r}: uniform, skip, last or a list")
+    layers = [int(t) for t in strategy]
+    if len(layers) != student_layers or not all(0 <= t <= teacher_layers for t in layers):
+        raise ValueError(f"explicit layer mapping {layers} needs {student_layers} teacher "
+                         f"layers in 0..{teacher_layers}")
+    return list(zip(range(1, student_layers + 1), layers, strict=True))

@@ -228,8 +228,18 @@ class Sized(ModelSpec):
 
     def hf_config(self, teacher: ModelSpec | None) -> PretrainedConfig:
         tokenizer = self.tokenizer(teacher)
-        return BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                          **self.sizes)
+        base = teacher.hf_config(None) if teacher is not None and not self.tokenizer_name \
+            else None
+        if base is None:
+            return BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                              **self.sizes)
+        # Keep the teacher's architecture (BERT, MPNet, ...) and vocabulary; change the sizes.
+        config = base.__class__.from_dict(base.to_dict())
+        for key, value in self.sizes.items():
+            if key != "max_position_embeddings":  # MPNet's positions are offset by its pad id
+                setattr(config, key, value)
+        config.architectures = None
+        return config
 
     def build(self, num_labels: int, regression: bool, teacher: ModelSpec | None = None,
               teacher_model: PreTrainedModel | None = None) -> PreTrainedModel:

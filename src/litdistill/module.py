@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -11,6 +11,8 @@ import torchmetrics
 from torch import Tensor, nn
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
+from litdistill.errors import ConfigError
+from litdistill.intermediate import IntermediateTerms
 from litdistill.losses import distillation_loss
 from litdistill.models import freeze
 from litdistill.tasks import TaskSpec, score, split_suffix
@@ -42,6 +44,15 @@ def linear_warmup_decay(optimizer: torch.optim.Optimizer, num_training_steps: in
     return get_linear_schedule_with_warmup(optimizer, warmup, num_training_steps)
 
 
+def scheduled(value: float, schedule: Mapping[str, float] | None, progress: float) -> float:
+    """A constant, or a linear ramp ``{start, end}`` over training progress in [0, 1]
+    (TextBrewer-style temperature and loss-weight schedules)."""
+    if not schedule:
+        return value
+    start, end = float(schedule["start"]), float(schedule["end"])
+    return start + (end - start) * min(max(progress, 0.0), 1.0)
+
+
 class DistillationModule(L.LightningModule):
     """Train ``student`` on hard labels plus, when a teacher is given, its soft targets.
 
@@ -57,6 +68,13 @@ class DistillationModule(L.LightningModule):
         temperature: KD temperature T.
         alpha_kd: Weight of the KD term.
         alpha_task: Weight of the hard-label term.
+        terms: Intermediate terms ``{name: {weight, ...}}`` (see
+            :class:`~litdistill.intermediate.IntermediateTerms`).
+        phases: Sequential phases of the run, each ``{name, epochs, lr, alpha_kd,
+            alpha_task, terms: [active term names]}``; unset keys keep the values above.
+            TinyBERT's intermediate-then-prediction distillation is two phases.
+        schedules: Linear ramps ``{start, end}`` over the run for ``temperature``,
+            ``alpha_kd``, ``alpha_task`` or a term name (its weight).
     """
 
     def __init__(
@@ -69,9 +87,14 @@ class DistillationModule(L.LightningModule):
         temperature: float = 1.0,
         alpha_kd: float = 1.0,
         alpha_task: float = 0.0,
+        terms: Mapping[str, Mapping[str, Any]] | None = None,
+        phases: Sequence[Mapping[str, Any]] | None = None,
+        schedules: Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
         super().__init__()
-        self.student = student
+        # from_pretrained() returns models in eval mode and Lightning keeps submodule modes
+        # as it finds them, so switch the student to train mode (dropout on) explicitly.
+        self.student = student.train()
         self.teacher = freeze(teacher) if teacher is not None else None
         self.task = task
         self.optimizer_factory = optimizer
@@ -79,10 +102,24 @@ class DistillationModule(L.LightningModule):
         self.temperature = temperature
         self.alpha_kd = alpha_kd
         self.alpha_task = alpha_task
+        self.phases = [dict(p) for p in phases or []]
+        self.schedules = {k: dict(v) for k, v in (schedules or {}).items()}
+        self.phase_starts: list[tuple[int, str]] = []  # (global step, phase) as entered
+        self.intermediate = None
+        if terms:
+            if teacher is None:
+                raise ConfigError("intermediate distillation terms need a teacher")
+            self.intermediate = IntermediateTerms(terms, student.config, self.teacher.config)
+            if self.intermediate.needs_attentions:
+                # sdpa kernels return no attention maps; eager ones do (measured: not slower
+                # on CPU for BERT-base-sized models).
+                for model in (student, self.teacher):
+                    model.set_attn_implementation("eager")
         self.val_metrics = task_metrics(task)
         self.teacher_metrics = task_metrics(task) if teacher is not None else None
         self.teacher_scores: dict[str, float] | None = None
         self.last_val: dict[str, float] = {}
+        self.last_val_step = -1  # global step of the weights last_val describes
         # The teacher is never written to checkpoints (it is frozen and has its own folder),
         # so loading must tolerate its absence; on_load_checkpoint checks the rest.
         self.strict_loading = False
@@ -101,8 +138,6 @@ class DistillationModule(L.LightningModule):
                 if p.requires_grad and not n.startswith("teacher.")]
 
     def _teacher_logits(self, inputs: dict[str, Tensor]) -> Tensor:
-        # no_grad rather than inference_mode: the KL term saves teacher probabilities for
-        # backward, which inference tensors are not allowed to be.
         with torch.no_grad():
             return self.teacher(**inputs).logits
 
@@ -112,18 +147,72 @@ class DistillationModule(L.LightningModule):
         inputs = {k: v for k, v in batch.items() if k not in ("labels", "idx")}
         return inputs, batch["labels"]
 
+    # ------------------------------------------------------------------ phases, schedules
+    def current_phase(self) -> dict[str, Any]:
+        """The phase the current epoch belongs to ({} without phases)."""
+        end = 0
+        for phase in self.phases:
+            end += int(phase["epochs"])
+            if self.current_epoch < end:
+                return phase
+        return self.phases[-1] if self.phases else {}
+
+    def current_weights(self) -> dict[str, Any]:
+        """Temperature, loss weights and active terms at this step (phase, then schedule)."""
+        phase = self.current_phase()
+        total = max(int(self.trainer.estimated_stepping_batches), 1) if self._trainer else 1
+        progress = self.global_step / total
+        weights: dict[str, Any] = {}
+        for key in ("temperature", "alpha_kd", "alpha_task"):
+            base = phase.get(key, getattr(self, key))
+            weights[key] = scheduled(base, self.schedules.get(key), progress)
+        terms = self.intermediate.terms if self.intermediate is not None else {}
+        active = phase.get("terms", list(terms))
+        weights["terms"] = {n: scheduled(float(terms[n].get("weight", 1.0)),
+                                         self.schedules.get(n), progress) for n in active}
+        return weights
+
+    def on_train_epoch_start(self) -> None:
+        phase = self.current_phase()
+        if phase and (not self.phase_starts or self.phase_starts[-1][1] != phase["name"]):
+            self.phase_starts.append((self.global_step, phase["name"]))
+
+    # ------------------------------------------------------------------ steps
+    def _forward(self, model: PreTrainedModel, inputs: dict[str, Tensor], hidden: bool,
+                 attentions: bool) -> Any:
+        if not hidden:
+            return model(**inputs)
+        return model(**inputs, output_hidden_states=True, output_attentions=attentions)
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         inputs, labels = self._split_batch(batch)
-        student_logits = self.student(**inputs).logits  # (B, C)
-        teacher_logits = None
-        if self.teacher is not None and self.alpha_kd:
-            teacher_logits = self._teacher_logits(inputs)  # (B, C)
+        w = self.current_weights()
+        hidden = bool(w["terms"])
+        attentions = hidden and self.intermediate.needs_attentions and "attention" in w["terms"]
+        s_out = self._forward(self.student, inputs, hidden, attentions)
+        t_out = None
+        if self.teacher is not None and (w["alpha_kd"] or hidden):
+            # no_grad rather than inference_mode: the KL term saves teacher probabilities
+            # for backward, which inference tensors are not allowed to be.
+            with torch.no_grad():
+                t_out = self._forward(self.teacher, inputs, hidden, attentions)
         losses = distillation_loss(
-            student_logits, teacher_logits, labels, regression=self.task.is_regression,
-            temperature=self.temperature, alpha_kd=self.alpha_kd, alpha_task=self.alpha_task,
+            s_out.logits, t_out.logits if t_out is not None and w["alpha_kd"] else None,
+            labels, regression=self.task.is_regression, temperature=w["temperature"],
+            alpha_kd=w["alpha_kd"], alpha_task=w["alpha_task"],
         )
-        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()},
-                      on_step=True, on_epoch=False, batch_size=labels.shape[0])
+        if not w["alpha_task"] and "loss_kd" not in losses:
+            losses["loss"] = torch.zeros((), device=labels.device)
+        if hidden:
+            terms = self.intermediate(self.student, self.teacher, s_out, t_out,
+                                      inputs["attention_mask"], set(w["terms"]))
+            for name, value in terms.items():
+                losses["loss"] = losses["loss"] + w["terms"][name.removeprefix("loss_")] * value
+            losses.update(terms)
+        logged = {f"train/{k}": v.detach() for k, v in losses.items()}
+        if self.schedules or self.phases:
+            logged["train/temperature"] = torch.tensor(float(w["temperature"]))
+        self.log_dict(logged, on_step=True, on_epoch=False, batch_size=labels.shape[0])
         return losses["loss"]
 
     def _predictions(self, logits: Tensor) -> Tensor:
@@ -159,6 +248,7 @@ class DistillationModule(L.LightningModule):
         metrics = self._compute(self.val_metrics)
         metrics["score"] = score(metrics)
         self.last_val = metrics
+        self.last_val_step = self.trainer.global_step
         # Values are already reduced over ranks by torchmetrics.compute().
         for key, value in metrics.items():
             self.log(f"val/{key}", value, prog_bar=key == "score")
@@ -177,12 +267,37 @@ class DistillationModule(L.LightningModule):
             {"params": [p for n, p in params if n.endswith(_NO_DECAY)], "weight_decay": 0.0},
         ]
         optimizer = self.optimizer_factory([g for g in groups if g["params"]])
+        if self.phases:
+            return {"optimizer": optimizer,
+                    "lr_scheduler": {"scheduler": self._phase_schedule(optimizer),
+                                     "interval": "step"}}
         if self.scheduler_factory is None:
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)
         scheduler = self.scheduler_factory(optimizer, num_training_steps=max(total, 1))
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _phase_schedule(self, optimizer: torch.optim.Optimizer) -> Any:
+        """Each phase: its own peak lr (``lr`` x the optimizer's), 10% warm-up, linear decay."""
+        base_lr = optimizer.param_groups[0]["lr"]
+        per_epoch = max(int(self.trainer.estimated_stepping_batches)
+                        // max(int(self.trainer.max_epochs or 1), 1), 1)
+        bounds, start = [], 0
+        for phase in self.phases:
+            steps = int(phase["epochs"]) * per_epoch
+            bounds.append((start, steps, float(phase.get("lr", base_lr)) / base_lr))
+            start += steps
+
+        def factor(step: int) -> float:
+            for begin, steps, scale in bounds:
+                if step < begin + steps or (begin, steps, scale) == bounds[-1]:
+                    t, warm = step - begin, max(int(0.1 * steps), 1)
+                    ramp = t / warm if t < warm else max(steps - t, 0) / max(steps - warm, 1)
+                    return scale * ramp
+            return 0.0
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from litdistill import atomic
 from litdistill.data import GlueDataModule
 from litdistill.errors import ConfigError, LitDistillError
+from litdistill.intermediate import IntermediateTerms
 from litdistill.models import ModelSpec, Pretrained, count_params
 from litdistill.tasks import TaskSpec, get_task
 
@@ -65,14 +66,16 @@ def check_launch(cfg: DictConfig) -> None:
 
 
 def check_models(task: TaskSpec, teacher: ModelSpec | None, student: ModelSpec,
-                 alpha_kd: float) -> None:
-    """Vocabulary and label-count checks that need configs and tokenizers, not weights."""
-    student.hf_config(teacher)  # resolves paths and layer lists; raises on bad ones
+                 alpha_kd: float, terms: Any = None) -> None:
+    """Vocabulary, label-count and layer checks that need configs and tokenizers, not weights."""
+    s_config = student.hf_config(teacher)  # resolves paths and layer lists; raises on bad ones
     if teacher is None:
-        if alpha_kd:
+        if alpha_kd or terms:
             raise ConfigError("distillation needs a teacher: set teacher=<tiny|pretrained|zoo> "
                               "or use distill=none for plain fine-tuning")
         return
+    if terms:
+        IntermediateTerms(terms, s_config, teacher.hf_config(None))  # mapping, heads, widths
     t_tok, s_tok = teacher.tokenizer(None), student.tokenizer(teacher)
     if t_tok.get_vocab() != s_tok.get_vocab():
         raise ConfigError(
@@ -169,13 +172,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         results["metric_names"] = task.metric_names
         distill = instantiate(cfg.distill)  # partial DistillationModule
         alpha_kd = float(distill.keywords.get("alpha_kd", 0.0))
+        phases = distill.keywords.get("phases") or []
+        alpha_kd = max([alpha_kd, *(float(p.get("alpha_kd", 0.0)) for p in phases)])
+        if phases:
+            # A phased objective (TinyBERT, MiniLM) defines the run's length itself.
+            with open_dict(cfg):
+                cfg.trainer.max_epochs = sum(int(p["epochs"]) for p in phases)
         data_files = cfg.task.get("data_files")
         datamodule: GlueDataModule = instantiate(cfg.data)(
             task=task, data_files=OmegaConf.to_container(data_files) if data_files else None)
         datamodule.load_raw()
         teacher_spec = instantiate(cfg.teacher) if cfg.get("teacher") else None
         student_spec = instantiate(cfg.student)
-        check_models(task, teacher_spec, student_spec, alpha_kd)
+        check_models(task, teacher_spec, student_spec, alpha_kd,
+                     distill.keywords.get("terms"))
         ckpt_path = _resume_path(cfg, output_dir)
 
         # ---- now build: weights, module, trainer
@@ -206,8 +216,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)),
                           None)
         best = checkpoint.best_model_path if checkpoint is not None else ""
-        # Re-validate the best checkpoint: the exported student and its metrics agree.
-        trainer.validate(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        best_score = checkpoint.best_model_score if checkpoint is not None else None
+        stale = not module.last_val or module.last_val_step != trainer.global_step
+        if best and best_score is not None and (
+                stale or float(best_score) > module.last_val["score"]):
+            # An earlier validation was better (or the final weights were never validated):
+            # load the best checkpoint and re-validate, so the exported student and the
+            # reported metrics are the best checkpoint's. Otherwise the weights in memory
+            # already score best, and another validation pass would be wasted.
+            trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+        elif stale:
+            trainer.validate(module, datamodule=datamodule, verbose=False)
         train_seconds = time.perf_counter() - start
 
         if trainer.is_global_zero:
@@ -223,6 +242,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 distill={k: v for k, v in distill.keywords.items()}, seed=cfg.seed,
                 best_checkpoint=best or None, student_dir=str(student_dir),
                 global_step=trainer.global_step, epochs=trainer.current_epoch,
+                phase_starts=[list(p) for p in module.phase_starts],
             )
             for logger in loggers:
                 logger.log_metrics({"results/student_score": s_entry["score"] or 0.0,

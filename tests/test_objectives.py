@@ -1,0 +1,62 @@
+"""Every distillation preset trains on tiny models of different widths and depths."""
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from litdistill.errors import ConfigError
+from litdistill.train import train
+
+# Teacher 4 x 48, student 2 x 32: projections and non-trivial layer maps are exercised.
+TINY_PAIR = ["teacher=tiny", "teacher.num_layers=4", "teacher.hidden=48", "student=tiny"]
+
+
+@pytest.mark.parametrize("preset", ["kd", "distilbert", "pkd", "tinybert", "minilm"])
+def test_preset_fast_dev_run(make_cfg, preset):
+    results = train(make_cfg(*TINY_PAIR, f"distill={preset}", "trainer.fast_dev_run=true"))
+    assert results["status"] == "ok"
+
+
+def _logged(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "csv" / "metrics.csv").open() as fh:
+        return [row for row in csv.DictReader(fh) if row.get("train/loss")]
+
+
+def test_tinybert_switches_phase_at_the_configured_step(make_cfg, tmp_path):
+    """64 rows / batch 8 = 8 steps per epoch: phase 2 starts at step 8 and only then logs KD."""
+    results = train(make_cfg(*TINY_PAIR, "distill=tinybert", "logger=csv",
+                             "trainer.log_every_n_steps=1", "distill.phases.0.epochs=1",
+                             "distill.phases.1.epochs=1"))
+    assert results["phase_starts"] == [[0, "intermediate"], [8, "prediction"]]
+    assert results["global_step"] == 16
+    rows = _logged(tmp_path / "run")
+    first = [r for r in rows if int(r["step"]) < 7]
+    last = [r for r in rows if int(r["step"]) >= 8]
+    assert first and all(r["train/loss_hidden"] and not r["train/loss_kd"] for r in first)
+    assert last and all(r["train/loss_kd"] and not r["train/loss_hidden"] for r in last)
+
+
+def test_temperature_schedule_decays(make_cfg, tmp_path):
+    train(make_cfg(*TINY_PAIR, "distill=kd", "logger=csv", "trainer.log_every_n_steps=1",
+                   "trainer.max_epochs=2", "+distill.schedules.temperature.start=4.0",
+                   "+distill.schedules.temperature.end=1.0"))
+    temps = [float(r["train/temperature"]) for r in _logged(tmp_path / "run")]
+    assert temps[0] == pytest.approx(4.0) and temps == sorted(temps, reverse=True)
+    assert temps[-1] < 1.5
+
+
+def test_attention_terms_need_equal_heads(make_cfg, no_weights):
+    with pytest.raises(ConfigError, match="compares heads one to one.*relation"):
+        train(make_cfg(*TINY_PAIR, "teacher.heads=4", "distill=tinybert"))
+
+
+def test_uniform_mapping_needs_a_divisor(make_cfg, no_weights):
+    with pytest.raises(ConfigError, match="multiple of the student's"):
+        train(make_cfg("teacher=tiny", "teacher.num_layers=3", "student=tiny",
+                       "distill=tinybert"))
+
+
+def test_intermediate_terms_need_a_teacher(make_cfg, no_weights):
+    with pytest.raises(ConfigError, match="distillation needs a teacher"):
+        train(make_cfg("distill=distilbert"))
