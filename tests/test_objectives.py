@@ -60,3 +60,37 @@ def test_uniform_mapping_needs_a_divisor(make_cfg, no_weights):
 def test_intermediate_terms_need_a_teacher(make_cfg, no_weights):
     with pytest.raises(ConfigError, match="distillation needs a teacher"):
         train(make_cfg("distill=distilbert"))
+
+
+def test_separate_tokenizers_logit_kd(make_cfg, word_tokenizer_dir):
+    """A char-vocabulary teacher teaches a word-vocabulary student through its own inputs."""
+    student = ["student=sized", "student.num_layers=2", "student.hidden=32", "student.heads=2",
+               "student.intermediate=64", f"student.tokenizer_name={word_tokenizer_dir}"]
+    results = train(make_cfg("teacher=tiny", *student, "distill=kd",
+                             "data.separate_tokenizers=true"))
+    assert results["status"] == "ok" and results["teacher"]["score"] is not None
+    with pytest.raises(ConfigError, match="only logit-level KD"):
+        train(make_cfg("teacher=tiny", *student, "distill=distilbert",
+                       "data.separate_tokenizers=true"))
+
+
+def test_dual_tokenization_batches(tiny_glue, tmp_path, word_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    from litdistill.data import GlueDataModule
+    from litdistill.models import char_tokenizer
+    from litdistill.tasks import GLUE_TASKS
+
+    dm = GlueDataModule(GLUE_TASKS["mrpc"], glue_dir=str(tiny_glue), cache_dir=str(tmp_path))
+    word = AutoTokenizer.from_pretrained(word_tokenizer_dir)
+    dm.set_tokenizer(word, char_tokenizer())
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["teacher_input_ids"].shape[0] == batch["input_ids"].shape[0]
+    # Characters make longer sequences than words: each side is padded on its own.
+    assert batch["teacher_input_ids"].shape[1] > batch["input_ids"].shape[1]
+    assert int(batch["teacher_attention_mask"].sum()) > int(batch["attention_mask"].sum())
+    single = GlueDataModule(GLUE_TASKS["mrpc"], glue_dir=str(tiny_glue), cache_dir=str(tmp_path))
+    single.set_tokenizer(word)
+    single.setup("fit")
+    assert len(list(tmp_path.iterdir())) == 4  # the dual tokenization has its own cache keys

@@ -158,7 +158,7 @@ def _stsb_overrides(models: dict[str, Path]) -> list[str]:
 _SGD = ["optimizer._target_=torch.optim.SGD", "~optimizer.betas", "~optimizer.eps",
         "optimizer.lr=0.1", "scheduler=none", "trainer.max_epochs=3",
         "callbacks.model_checkpoint.monitor=null"]  # export the last epoch's student
-_MULTIRUN = ["--multirun", "teacher=tiny", "student=tiny", "distill=kd", "student.hidden=32,48",
+_MULTIRUN = ["teacher=tiny", "student=tiny", "distill=kd", "student.hidden=32,48",
              "trainer.max_epochs=1", "data.batch_size=8", "data.max_train_samples=16",
              "data.max_eval_samples=16"]
 _LR0 = ["optimizer.lr=0", "trainer.max_epochs=1", "data.batch_size=8"]
@@ -233,8 +233,8 @@ def background(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
             continue
         cwd = root / name
         common = [*CLI_BASE, f"data.glue_dir={tiny_glue}", f"paths.cache_dir={root / 'cache'}"]
-        if name.startswith("multirun"):
-            common.append(f"hydra.sweep.dir={cwd / 'sweep'}")
+        if name.startswith("multirun"):  # flags go before the overrides
+            common = ["--multirun", *common, f"hydra.sweep.dir={cwd / 'sweep'}"]
         else:
             common += [*_stsb_overrides(dropout_free_models), f"hydra.run.dir={cwd / 'run'}"]
         jobs[name] = ([*common, *args], cwd)

@@ -127,6 +127,33 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+TEACHER_PREFIX = "teacher_"
+
+
+class DualCollator:
+    """Pads the student's and the teacher's tokenizations of a batch, each with its own pad id.
+
+    Args:
+        tokenizer: The student's tokenizer.
+        teacher_tokenizer: The teacher's tokenizer.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase,
+                 teacher_tokenizer: PreTrainedTokenizerBase) -> None:
+        self.student = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+        self.teacher = DataCollatorWithPadding(teacher_tokenizer, return_tensors="pt")
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        n = len(TEACHER_PREFIX)
+        student = [{k: v for k, v in f.items() if not k.startswith(TEACHER_PREFIX)}
+                   for f in features]
+        teacher = [{k[n:]: v for k, v in f.items() if k.startswith(TEACHER_PREFIX)}
+                   for f in features]
+        batch = dict(self.student(student))
+        batch.update({f"{TEACHER_PREFIX}{k}": v for k, v in self.teacher(teacher).items()})
+        return batch
+
+
 class GlueDataModule(L.LightningDataModule):
     """Train and eval splits of one task, tokenized once, dynamically padded.
 
@@ -146,6 +173,8 @@ class GlueDataModule(L.LightningDataModule):
         pin_memory: Pin host memory (for GPU training).
         seed: Seed of subsampling and shuffling.
         cache_dir: Where tokenized splits are cached (None: no cache).
+        separate_tokenizers: Allow a teacher whose vocabulary differs from the student's:
+            each example is tokenized twice (logit-level KD only).
     """
 
     def __init__(
@@ -163,8 +192,10 @@ class GlueDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         seed: int = 42,
         cache_dir: str | None = None,
+        separate_tokenizers: bool = False,
     ) -> None:
         super().__init__()
+        self.separate_tokenizers = separate_tokenizers
         self.task = task
         self.glue_dir = Path(glue_dir).expanduser() if glue_dir else None
         self.data_files = dict(data_files or {})
@@ -179,6 +210,7 @@ class GlueDataModule(L.LightningDataModule):
         self.seed = seed
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.tokenizer: PreTrainedTokenizerBase | None = None
+        self.teacher_tokenizer: PreTrainedTokenizerBase | None = None
         self.raw: dict[str, datasets.Dataset] = {}
         self._source_ids: dict[str, str] = {}
         self.splits: dict[str, datasets.Dataset] = {}
@@ -294,9 +326,17 @@ class GlueDataModule(L.LightningDataModule):
         return ds.select(sorted(random.Random(self.seed).sample(range(len(ds)), limit)))
 
     # ---------------------------------------------------------------------- tokenizing
-    def set_tokenizer(self, tokenizer: PreTrainedTokenizerBase) -> None:
-        """Give the module the student's tokenizer (known only once models are resolved)."""
+    def set_tokenizer(self, tokenizer: PreTrainedTokenizerBase,
+                      teacher_tokenizer: PreTrainedTokenizerBase | None = None) -> None:
+        """Give the module the student's tokenizer (known only once models are resolved).
+
+        Args:
+            tokenizer: The student's tokenizer.
+            teacher_tokenizer: The teacher's, only when its vocabulary differs: batches then
+                also carry ``teacher_input_ids`` etc. (logit-level KD only).
+        """
         self.tokenizer = tokenizer
+        self.teacher_tokenizer = teacher_tokenizer
 
     def _cache_key(self, split: str) -> str:
         limit = self.max_train_samples if split == "train" else self.max_eval_samples
@@ -304,18 +344,24 @@ class GlueDataModule(L.LightningDataModule):
             "format": CACHE_FORMAT, "task": self.task.name, "split": split,
             "fields": self.task.text_fields, "source": self._source_ids[split],
             "tokenizer": tokenizer_fingerprint(self.tokenizer), "max_length": self.max_length,
+            "teacher_tokenizer": tokenizer_fingerprint(self.teacher_tokenizer)
+            if self.teacher_tokenizer is not None else None,
             "subsample": [limit, self.seed], "labels": self.task.label_names,
         }
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
     def _tokenize(self, split: str) -> datasets.Dataset:
         fields = self.task.text_fields
-        tokenizer = self.tokenizer
+        tokenizer, teacher_tokenizer = self.tokenizer, self.teacher_tokenizer
 
         def encode(batch: dict[str, list]) -> dict[str, list]:
-            enc = tokenizer(*(batch[f] for f in fields), truncation=True,
-                            max_length=self.max_length)
+            texts = [batch[f] for f in fields]
+            enc = dict(tokenizer(*texts, truncation=True, max_length=self.max_length))
             enc["length"] = [len(ids) for ids in enc["input_ids"]]
+            if teacher_tokenizer is not None:
+                # Separate vocabularies: the teacher reads its own tokenization of the text.
+                t_enc = teacher_tokenizer(*texts, truncation=True, max_length=self.max_length)
+                enc.update({f"{TEACHER_PREFIX}{k}": v for k, v in t_enc.items()})
             return enc
 
         return self.raw[split].map(encode, batched=True, batch_size=1000,
@@ -363,8 +409,10 @@ class GlueDataModule(L.LightningDataModule):
                 self.splits[split] = ds
 
     # ---------------------------------------------------------------------- loaders
-    def _collate(self) -> DataCollatorWithPadding:
+    def _collate(self) -> DataCollatorWithPadding | DualCollator:
         # Dynamic padding: each batch is padded to its own longest sequence only.
+        if self.teacher_tokenizer is not None:
+            return DualCollator(self.tokenizer, self.teacher_tokenizer)
         return DataCollatorWithPadding(self.tokenizer, return_tensors="pt")
 
     def _loader(self, split: str, batch_size: int, train: bool) -> DataLoader:

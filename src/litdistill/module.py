@@ -11,6 +11,7 @@ import torchmetrics
 from torch import Tensor, nn
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
+from litdistill.data import TEACHER_PREFIX
 from litdistill.errors import ConfigError
 from litdistill.intermediate import IntermediateTerms
 from litdistill.losses import distillation_loss
@@ -143,9 +144,15 @@ class DistillationModule(L.LightningModule):
 
     # ------------------------------------------------------------------ steps
     @staticmethod
-    def _split_batch(batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor]:
-        inputs = {k: v for k, v in batch.items() if k not in ("labels", "idx")}
-        return inputs, batch["labels"]
+    def _split_batch(batch: dict[str, Tensor]
+                     ) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
+        """(student inputs, teacher inputs, labels); the teacher reads its own tokenization
+        (``teacher_*`` keys) when the two vocabularies differ, else the student's."""
+        inputs = {k: v for k, v in batch.items()
+                  if k not in ("labels", "idx") and not k.startswith(TEACHER_PREFIX)}
+        n = len(TEACHER_PREFIX)
+        teacher = {k[n:]: v for k, v in batch.items() if k.startswith(TEACHER_PREFIX)}
+        return inputs, teacher or inputs, batch["labels"]
 
     # ------------------------------------------------------------------ phases, schedules
     def current_phase(self) -> dict[str, Any]:
@@ -185,7 +192,7 @@ class DistillationModule(L.LightningModule):
         return model(**inputs, output_hidden_states=True, output_attentions=attentions)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        inputs, labels = self._split_batch(batch)
+        inputs, t_inputs, labels = self._split_batch(batch)
         w = self.current_weights()
         hidden = bool(w["terms"])
         attentions = hidden and self.intermediate.needs_attentions and "attention" in w["terms"]
@@ -195,7 +202,7 @@ class DistillationModule(L.LightningModule):
             # no_grad rather than inference_mode: the KL term saves teacher probabilities
             # for backward, which inference tensors are not allowed to be.
             with torch.no_grad():
-                t_out = self._forward(self.teacher, inputs, hidden, attentions)
+                t_out = self._forward(self.teacher, t_inputs, hidden, attentions)
         losses = distillation_loss(
             s_out.logits, t_out.logits if t_out is not None and w["alpha_kd"] else None,
             labels, regression=self.task.is_regression, temperature=w["temperature"],
@@ -220,11 +227,11 @@ class DistillationModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int,
                         dataloader_idx: int = 0) -> None:
-        inputs, labels = self._split_batch(batch)
+        inputs, t_inputs, labels = self._split_batch(batch)
         preds = self._predictions(self.student(**inputs).logits)
         self.val_metrics[dataloader_idx].update(preds, labels)
         if self._scoring_teacher:
-            teacher_preds = self._predictions(self._teacher_logits(inputs))
+            teacher_preds = self._predictions(self._teacher_logits(t_inputs))
             self.teacher_metrics[dataloader_idx].update(teacher_preds, labels)
 
     @property

@@ -66,23 +66,33 @@ def check_launch(cfg: DictConfig) -> None:
 
 
 def check_models(task: TaskSpec, teacher: ModelSpec | None, student: ModelSpec,
-                 alpha_kd: float, terms: Any = None) -> None:
-    """Vocabulary, label-count and layer checks that need configs and tokenizers, not weights."""
+                 alpha_kd: float, terms: Any = None, separate_tokenizers: bool = False) -> bool:
+    """Vocabulary, label-count and layer checks that need configs and tokenizers, not weights.
+
+    Returns:
+        Whether teacher and student need their own tokenizations (vocabularies differ and
+        ``separate_tokenizers`` allows it).
+    """
     s_config = student.hf_config(teacher)  # resolves paths and layer lists; raises on bad ones
     if teacher is None:
         if alpha_kd or terms:
             raise ConfigError("distillation needs a teacher: set teacher=<tiny|pretrained|zoo> "
                               "or use distill=none for plain fine-tuning")
-        return
-    if terms:
-        IntermediateTerms(terms, s_config, teacher.hf_config(None))  # mapping, heads, widths
+        return False
     t_tok, s_tok = teacher.tokenizer(None), student.tokenizer(teacher)
-    if t_tok.get_vocab() != s_tok.get_vocab():
+    separate = t_tok.get_vocab() != s_tok.get_vocab()
+    if separate and not separate_tokenizers:
         raise ConfigError(
             f"teacher and student vocabularies differ: teacher {teacher.name} has "
-            f"{len(t_tok)} tokens, student {student.name} has {len(s_tok)}; logit KD needs "
-            "one tokenizer (give the student the teacher's tokenizer)"
+            f"{len(t_tok)} tokens, student {student.name} has {len(s_tok)}; give the student "
+            "the teacher's tokenizer, or set data.separate_tokenizers=true (logit KD only)"
         )
+    if separate and terms:
+        raise ConfigError(
+            f"intermediate terms {sorted(terms)} compare token positions, which differ between "
+            "two tokenizers; with separate tokenizers only logit-level KD works (distill=kd)")
+    if terms:
+        IntermediateTerms(terms, s_config, teacher.hf_config(None))  # mapping, heads, widths
     config = teacher.hf_config(None)
     if teacher.has_classifier and config.num_labels != task.num_labels:
         raise ConfigError(
@@ -96,6 +106,7 @@ def check_models(task: TaskSpec, teacher: ModelSpec | None, student: ModelSpec,
             f"student.name_or_path={teacher.name} distill=none) and use its run's student/ "
             "folder as the teacher"
         )
+    return separate
 
 
 def _run_name(cfg: DictConfig) -> str:
@@ -184,8 +195,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         datamodule.load_raw()
         teacher_spec = instantiate(cfg.teacher) if cfg.get("teacher") else None
         student_spec = instantiate(cfg.student)
-        check_models(task, teacher_spec, student_spec, alpha_kd,
-                     distill.keywords.get("terms"))
+        separate = check_models(task, teacher_spec, student_spec, alpha_kd,
+                                distill.keywords.get("terms"), datamodule.separate_tokenizers)
         ckpt_path = _resume_path(cfg, output_dir)
 
         # ---- now build: weights, module, trainer
@@ -195,7 +206,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         student = student_spec.build(task.num_labels, regression, teacher=teacher_spec,
                                      teacher_model=teacher)
         tokenizer = student_spec.tokenizer(teacher_spec)
-        datamodule.set_tokenizer(tokenizer)
+        datamodule.set_tokenizer(tokenizer, teacher_spec.tokenizer(None) if separate else None)
         module = distill(student=student, teacher=teacher, task=task,
                          optimizer=instantiate(cfg.optimizer),
                          scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None)
