@@ -197,8 +197,8 @@ def dropout_free_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, P
 
     Unlike ``teacher=tiny``/``student=tiny`` they have no dropout (so a DDP rank and a single
     process draw no different random masks) and a wider initialisation (0.2 instead of 0.02):
-    the default one makes every prediction equal to about 1e-5, which turns Pearson into
-    float32 rounding noise and Spearman into a ranking of ties.
+    with the default one all predictions lie within about 1e-5 of each other, which turns
+    Pearson into float32 rounding noise and Spearman into a ranking of near-ties.
     """
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -223,7 +223,11 @@ def dropout_free_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, P
 @pytest.fixture(scope="module", autouse=True)
 def background(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
                tiny_glue: Path, dropout_free_models: dict[str, Path]):
-    """Start the CLI runs of the selected tests of this module; kill leftovers at the end."""
+    """Start the CLI runs of the selected tests of this module; kill leftovers at the end.
+
+    All runs share one tokenized-data cache, as runs on one machine do, so concurrent
+    writers of the same cache entry are exercised too.
+    """
     selected = {item.name for item in request.session.items
                 if getattr(item, "module", None) is request.module}
     root = tmp_path_factory.mktemp("cli")
@@ -322,11 +326,9 @@ def test_resume_continues_an_interrupted_run_from_last_ckpt(make_cfg, tmp_path):
     # Epoch 1 and the first 4 batches of epoch 2 ran before the crash: a faithful resume
     # trains epoch 2 on the rows the interrupted run was using, which differ from epoch 1's.
     assert first["batches"][8:12] != first["batches"][:4]
-    if second["batches"][:4] != first["batches"][8:12]:
-        # Checked last, so every assertion above still guards the resume itself.
-        pytest.xfail("known bug: GlueDataModule's training sampler takes a generator seeded "
-                     "once per dataloader, so a resumed run replays epoch 1's row order in "
-                     "epoch 2 instead of the order an uninterrupted run uses")
+    # The sampler's order depends on (seed, epoch) only, so the resumed epoch 2 sees the
+    # rows the interrupted run was seeing.
+    assert second["batches"][:4] == first["batches"][8:12]
 
 
 @pytest.mark.slow
@@ -490,16 +492,13 @@ def test_ddp_full_batch_sgd_matches_one_process(background, dropout_free_models)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "known bug: under DDP, Lightning gives the eval loaders a DistributedSampler, which pads "
-    "an eval set whose size is not a multiple of the world size with repeated rows; 31 rows "
-    "on 2 ranks are scored as 32"))
 def test_ddp_scores_an_uneven_eval_set_once_per_row(background):
     """DDP scores every eval row exactly once, even when the ranks get unequal shares.
 
-    As the ``optimizer.lr=0`` test above, with 31 eval rows on 2 ranks. Real dev sets are
-    rarely multiples of the world size (CoLA has 1043 rows, RTE 277), and otherwise the
-    scores reported under ``hardware=ddp`` are not the dev-set scores.
+    As the ``optimizer.lr=0`` test above, with 31 eval rows on 2 ranks. Lightning's default
+    ``DistributedSampler`` would pad them to 32 with a repeated row, which then counts twice.
+    Real dev sets are rarely multiples of the world size (CoLA has 1043 rows, RTE 277), so
+    otherwise the scores reported under ``hardware=ddp`` would not be the dev-set scores.
     """
     single, ddp = _pair(background, "uneven")
     for who in ("student", "teacher"):

@@ -37,11 +37,15 @@ def test_kd_run_writes_complete_results(make_cfg, tmp_path):
 
 def test_fine_tuning_learns_and_exports_a_pipeline_model(make_cfg, tmp_path,
                                                          word_tokenizer_dir):
-    """A tiny student fine-tuned (no teacher) beats chance on the separable toy data."""
+    """A tiny student fine-tuned (no teacher) beats chance on the separable toy data.
+
+    Constant lr 3e-3 for 12 epochs learns the one-sentiment-word rule for every seed tried
+    (40-45 all reach 1.0), so the test does not hang on a lucky seed.
+    """
     results = train(make_cfg("student=sized", "student.num_layers=2", "student.hidden=32",
                              "student.heads=2", "student.intermediate=64",
                              f"student.tokenizer_name={word_tokenizer_dir}",
-                             "optimizer.lr=3e-3", "trainer.max_epochs=6"))
+                             "optimizer.lr=3e-3", "scheduler=none", "trainer.max_epochs=12"))
     assert results["teacher"] is None and results["retention"] is None
     assert results["student"]["score"] >= 0.75
     clf = pipeline("text-classification", model=str(tmp_path / "run" / "student"))
@@ -175,3 +179,6 @@ def test_experiment_values_override_defaults(make_cfg):
     cfg = make_cfg("experiment=demo_teacher")
     assert cfg.data.max_train_samples == 2000 and cfg.data.max_length == 64
     assert make_cfg("experiment=demo_teacher", "data.max_length=32").data.max_length == 32
+    # The demo's baseline: distill=none must really switch KD off under the experiment.
+    assert make_cfg("experiment=demo_student", "distill=none").distill.alpha_kd == 0.0
+    assert make_cfg("experiment=demo_student").distill.alpha_kd > 0.0

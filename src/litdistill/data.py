@@ -16,14 +16,16 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import datasets
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+import torch.distributed as dist
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, RandomSampler, Sampler
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
@@ -128,6 +130,33 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
 
 
 TEACHER_PREFIX = "teacher_"
+
+
+class EpochSeededSampler(Sampler[int]):
+    """A shuffled order that depends only on (seed, epoch).
+
+    Lightning calls ``set_epoch`` every epoch (through its DistributedSamplerWrapper under
+    DDP too), so a run resumed from a checkpoint replays exactly the orders the uninterrupted
+    run would have seen, instead of restarting a generator seeded once at construction.
+
+    Args:
+        order: Builds the epoch's sampler from a seeded generator.
+        seed: Base seed.
+        length: Number of indices per epoch.
+    """
+
+    def __init__(self, order: Callable[[torch.Generator], Sampler[int]], seed: int,
+                 length: int) -> None:
+        self.order, self.seed, self.length, self.epoch = order, seed, length, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order(torch.Generator().manual_seed(self.seed + self.epoch)))
+
+    def __len__(self) -> int:
+        return self.length
 
 
 class DualCollator:
@@ -417,15 +446,24 @@ class GlueDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, batch_size: int, train: bool) -> DataLoader:
         ds = self.splits[split].remove_columns(["length"])
-        generator = torch.Generator().manual_seed(self.seed)
         sampler = None
-        if train and self.group_by_length:
-            # Shuffled mega-batches sorted by length: batches of similar lengths, random order.
-            sampler = LengthGroupedSampler(batch_size, lengths=self.splits[split]["length"],
-                                           generator=generator)
+        if train:
+            lengths = list(self.splits[split]["length"])
+
+            def order(generator: torch.Generator) -> Sampler[int]:
+                if self.group_by_length:
+                    # Shuffled mega-batches sorted by length: similar lengths, random order.
+                    return LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
+                return RandomSampler(ds, generator=generator)
+
+            sampler = EpochSeededSampler(order, self.seed, len(ds))
+        elif dist.is_available() and dist.is_initialized():
+            # Lightning's default DistributedSampler pads an eval set that does not split
+            # evenly across ranks with repeated rows, which then count twice in the metrics;
+            # this one gives ranks unequal shares instead, so every dev row counts once.
+            sampler = UnrepeatedDistributedSampler(ds, shuffle=False)
         return DataLoader(
-            ds, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
-            generator=generator if train else None, collate_fn=self._collate(),
+            ds, batch_size=batch_size, sampler=sampler, collate_fn=self._collate(),
             num_workers=self.num_workers, pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )

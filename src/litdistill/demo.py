@@ -16,6 +16,7 @@ import argparse
 import datetime
 import json
 import logging
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -59,15 +60,28 @@ def _latency_texts(data_dir: Path, n: int = 64) -> list[str]:
         return [json.loads(line)["sentence"] for _, line in zip(range(n), fh)]
 
 
-def _measure_dir(model_dir: Path, texts: list[str], threads: int) -> dict[str, float]:
+def measure_dirs(dirs: list[Path], texts: list[str], threads: int,
+                 rounds: int = 5) -> list[dict[str, float]]:
+    """Batch-1 latency and batch-32 throughput of each exported model.
+
+    Models are measured in interleaved rounds and the median over rounds is kept, so a
+    burst of load from elsewhere on the machine hits every model alike instead of whichever
+    happened to be measured at the time.
+    """
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
-    tokenizer = load_tokenizer(str(model_dir))
-    one = measure(model, tokenizer, texts, 1, threads=threads, repeats=30)
-    many = measure(model, tokenizer, texts, 32, threads=threads, repeats=5)
-    return {"ms_per_example_b1": one["ms_per_example"],
-            "examples_per_s_b32": many["examples_per_s"]}
+    models = [(AutoModelForSequenceClassification.from_pretrained(d), load_tokenizer(str(d)))
+              for d in dirs]
+    ones: list[list[float]] = [[] for _ in dirs]
+    manys: list[list[float]] = [[] for _ in dirs]
+    for _ in range(rounds):
+        for i, (model, tokenizer) in enumerate(models):
+            ones[i].append(measure(model, tokenizer, texts, 1, threads=threads,
+                                   repeats=10)["ms_per_example"])
+            manys[i].append(measure(model, tokenizer, texts, 32, threads=threads, warmup=1,
+                                    repeats=2)["examples_per_s"])
+    return [{"ms_per_example_b1": statistics.median(one),
+             "examples_per_s_b32": statistics.median(many)} for one, many in zip(ones, manys)]
 
 
 def build_rows(stages: dict[str, dict[str, Any]], texts: list[str],
@@ -80,11 +94,10 @@ def build_rows(stages: dict[str, dict[str, Any]], texts: list[str],
         "student 3L, no KD (baseline)": stages["baseline"]["student"]
         | {"dir": stages["baseline"]["student_dir"]},
     }
-    rows = []
-    for name, entry in models.items():
-        console.print(f"measuring CPU latency of {name} ({threads} threads)")
-        rows.append({"model": name, "dev_accuracy": entry["score"], "params": entry["params"],
-                     **_measure_dir(Path(entry["dir"]), texts, threads)})
+    console.print(f"measuring CPU latency of {len(models)} models ({threads} threads)")
+    timings = measure_dirs([Path(e["dir"]) for e in models.values()], texts, threads)
+    rows = [{"model": name, "dev_accuracy": entry["score"], "params": entry["params"], **t}
+            for (name, entry), t in zip(models.items(), timings, strict=True)]
     base = rows[0]
     for row in rows:
         row["speedup_b1"] = base["ms_per_example_b1"] / row["ms_per_example_b1"]

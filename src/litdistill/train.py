@@ -230,8 +230,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         best_score = checkpoint.best_model_score if checkpoint is not None else None
         stale = not module.last_val or module.last_val_step != trainer.global_step
         if best and best_score is not None and (
-                stale or float(best_score) > module.last_val["score"]):
-            # An earlier validation was better (or the final weights were never validated):
+                stale or float(best_score) > module.last_val["score"] + 1e-6):
+            # An earlier validation was better (1e-6: the callback stores float32 scores),
+            # or the final weights were never validated:
             # load the best checkpoint and re-validate, so the exported student and the
             # reported metrics are the best checkpoint's. Otherwise the weights in memory
             # already score best, and another validation pass would be wasted.
