@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from litdistill.data import GlueDataModule, read_glue_tsv
+from litdistill.data import GlueDataModule
 from litdistill.errors import ConfigError
 from litdistill.models import char_tokenizer
+from litdistill.readers import read_glue_tsv
 from litdistill.tasks import GLUE_TASKS, get_task, known_tasks, score
 
 

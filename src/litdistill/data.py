@@ -8,7 +8,6 @@ atomically, and memory-mapped by every later run and DDP rank.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -16,9 +15,8 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import datasets
 import lightning as L
@@ -29,7 +27,9 @@ from torch.utils.data import DataLoader, RandomSampler, Sampler
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from litdistill.batching import TEACHER_PREFIX, DualCollator, EpochSeededSampler
 from litdistill.errors import ConfigError
+from litdistill.readers import parse_label, read_glue_tsv, sha256_file
 from litdistill.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -46,73 +46,6 @@ def offline() -> bool:
     return any(os.environ.get(f, "").lower() in {"1", "true", "yes"} for f in flags)
 
 
-def read_glue_tsv(path: Path, task: TaskSpec) -> dict[str, list]:
-    """Parse one official GLUE TSV file into columns, validating every row.
-
-    Files are read as GLUE's own loader does: tab-separated with quoting off (QNLI and SST-2
-    contain bare quote characters), ``utf-8-sig`` so MRPC's byte-order mark vanishes.
-
-    Args:
-        path: The ``.tsv`` file.
-        task: Its task; ``task.tsv`` says which columns hold text and label.
-
-    Returns:
-        Columns ``task.text_fields``, ``label`` (int class id or float) and ``idx`` (row index).
-
-    Raises:
-        ConfigError: A malformed row or a label outside the task's range, with file and line.
-    """
-    layout = task.tsv
-    assert layout is not None, f"task {task.name} has no TSV layout"
-    columns: dict[str, list] = {f: [] for f in task.text_fields} | {"label": [], "idx": []}
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        rows = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
-        for lineno, row in enumerate(rows, start=1):
-            if layout.header and lineno == 1:
-                continue
-            if len(row) < layout.min_columns:
-                raise ConfigError(
-                    f"{path}:{lineno}: expected >= {layout.min_columns} tab-separated columns "
-                    f"for {task.name}, got {len(row)}; is this the official GLUE file?"
-                )
-            raw = row[layout.label_column].strip()
-            columns["label"].append(_parse_label(raw, task, f"{path}:{lineno}"))
-            for name, col in zip(task.text_fields, layout.text_columns, strict=True):
-                columns[name].append(row[col])
-            columns["idx"].append(len(columns["idx"]))
-    return columns
-
-
-def _parse_label(raw: Any, task: TaskSpec, where: str) -> int | float:
-    """Map a label as written in a file to a class id (or float target)."""
-    if task.is_regression:
-        try:
-            return float(raw)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: regression label {raw!r} is not a number") from None
-    if task.label_names is not None and str(raw) in task.label_names:
-        return task.label_names.index(str(raw))
-    try:
-        label = int(raw)
-    except (TypeError, ValueError):
-        label = -1
-    if not 0 <= label < task.num_labels or isinstance(raw, float) and raw != label:
-        allowed = task.label_names or tuple(range(task.num_labels))
-        raise ConfigError(
-            f"{where}: label {raw!r} is outside task {task.name!r}'s labels {allowed}; "
-            "fix the file or task.num_labels / task.label_names"
-        )
-    return label
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     """A hash that changes whenever the tokenizer would produce different ids."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -127,60 +60,6 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
         text = json.dumps(tokenizer.get_vocab(), sort_keys=True)
     payload = f"{type(tokenizer).__name__}|{text}|{tokenizer.padding_side}"
     return hashlib.sha256(payload.encode()).hexdigest()
-
-
-TEACHER_PREFIX = "teacher_"
-
-
-class EpochSeededSampler(Sampler[int]):
-    """A shuffled order that depends only on (seed, epoch).
-
-    Lightning calls ``set_epoch`` every epoch (through its DistributedSamplerWrapper under
-    DDP too), so a run resumed from a checkpoint replays exactly the orders the uninterrupted
-    run would have seen, instead of restarting a generator seeded once at construction.
-
-    Args:
-        order: Builds the epoch's sampler from a seeded generator.
-        seed: Base seed.
-        length: Number of indices per epoch.
-    """
-
-    def __init__(self, order: Callable[[torch.Generator], Sampler[int]], seed: int,
-                 length: int) -> None:
-        self.order, self.seed, self.length, self.epoch = order, seed, length, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.order(torch.Generator().manual_seed(self.seed + self.epoch)))
-
-    def __len__(self) -> int:
-        return self.length
-
-
-class DualCollator:
-    """Pads the student's and the teacher's tokenizations of a batch, each with its own pad id.
-
-    Args:
-        tokenizer: The student's tokenizer.
-        teacher_tokenizer: The teacher's tokenizer.
-    """
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase,
-                 teacher_tokenizer: PreTrainedTokenizerBase) -> None:
-        self.student = DataCollatorWithPadding(tokenizer, return_tensors="pt")
-        self.teacher = DataCollatorWithPadding(teacher_tokenizer, return_tensors="pt")
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        n = len(TEACHER_PREFIX)
-        student = [{k: v for k, v in f.items() if not k.startswith(TEACHER_PREFIX)}
-                   for f in features]
-        teacher = [{k[n:]: v for k, v in f.items() if k.startswith(TEACHER_PREFIX)}
-                   for f in features]
-        batch = dict(self.student(student))
-        batch.update({f"{TEACHER_PREFIX}{k}": v for k, v in self.teacher(teacher).items()})
-        return batch
 
 
 class GlueDataModule(L.LightningDataModule):
@@ -290,7 +169,7 @@ class GlueDataModule(L.LightningDataModule):
             )
         for split, path in paths.items():
             self.raw[split] = datasets.Dataset.from_dict(read_glue_tsv(path, task))
-            self._source_ids[split] = f"{path}#sha256={_sha256(path)}"
+            self._source_ids[split] = f"{path}#sha256={sha256_file(path)}"
 
     def _load_files(self) -> None:
         task = self.task
@@ -314,7 +193,7 @@ class GlueDataModule(L.LightningDataModule):
                 raise ConfigError(f"{path}: missing column(s) {missing}; it has {ds.column_names}"
                                   "; set task.text_fields / task.label_field")
             self.raw[split] = self._validated(ds, str(path))
-            self._source_ids[split] = f"{path}#sha256={_sha256(path)}"
+            self._source_ids[split] = f"{path}#sha256={sha256_file(path)}"
 
     def _load_hub(self) -> None:
         task = self.task
@@ -340,7 +219,7 @@ class GlueDataModule(L.LightningDataModule):
             rows = [i for i in rows if float(values[i]) != task.binarize_at]
             labels = [int(float(values[i]) > task.binarize_at) for i in rows]
         else:
-            labels = [_parse_label(values[i], task, f"{where}: row {i + 1}") for i in rows]
+            labels = [parse_label(values[i], task, f"{where}: row {i + 1}") for i in rows]
         columns = {}
         for f in task.text_fields:
             column = ds[f]  # materialise once: indexing ds[f] per row would copy it each time

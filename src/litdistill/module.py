@@ -11,7 +11,7 @@ import torchmetrics
 from torch import Tensor, nn
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
-from litdistill.data import TEACHER_PREFIX
+from litdistill.batching import TEACHER_PREFIX
 from litdistill.errors import ConfigError
 from litdistill.intermediate import IntermediateTerms
 from litdistill.losses import distillation_loss

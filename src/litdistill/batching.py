@@ -1,0 +1,65 @@
+"""Batching pieces: epoch-seeded shuffling and two-tokenizer padding."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import Sampler
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+TEACHER_PREFIX = "teacher_"
+
+
+class EpochSeededSampler(Sampler[int]):
+    """A shuffled order that depends only on (seed, epoch).
+
+    Lightning calls ``set_epoch`` every epoch (through its DistributedSamplerWrapper under
+    DDP too), so a run resumed from a checkpoint replays exactly the orders the uninterrupted
+    run would have seen, instead of restarting a generator seeded once at construction.
+
+    Args:
+        order: Builds the epoch's sampler from a seeded generator.
+        seed: Base seed.
+        length: Number of indices per epoch.
+    """
+
+    def __init__(self, order: Callable[[torch.Generator], Sampler[int]], seed: int,
+                 length: int) -> None:
+        self.order, self.seed, self.length, self.epoch = order, seed, length, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order(torch.Generator().manual_seed(self.seed + self.epoch)))
+
+    def __len__(self) -> int:
+        return self.length
+
+
+class DualCollator:
+    """Pads the student's and the teacher's tokenizations of a batch, each with its own pad id.
+
+    Args:
+        tokenizer: The student's tokenizer.
+        teacher_tokenizer: The teacher's tokenizer.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase,
+                 teacher_tokenizer: PreTrainedTokenizerBase) -> None:
+        self.student = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+        self.teacher = DataCollatorWithPadding(teacher_tokenizer, return_tensors="pt")
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        n = len(TEACHER_PREFIX)
+        student = [{k: v for k, v in f.items() if not k.startswith(TEACHER_PREFIX)}
+                   for f in features]
+        teacher = [{k[n:]: v for k, v in f.items() if k.startswith(TEACHER_PREFIX)}
+                   for f in features]
+        batch = dict(self.student(student))
+        batch.update({f"{TEACHER_PREFIX}{k}": v for k, v in self.teacher(teacher).items()})
+        return batch
+
+
