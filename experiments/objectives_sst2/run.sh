@@ -19,5 +19,14 @@ for preset in tinybert minilm; do
     distill=$preset distill.phases.0.epochs=1 distill.phases.1.epochs=1 \
     hydra.run.dir=$out/$preset
 done
+# 3. TinyBERT again: (a) intermediate maps matched to the layers the student was cut from,
+#    (b) a prediction phase as long and with the lr of the kd run (see README.md here)
+$py -m litdistill.train experiment=objectives_sst2 teacher.name_or_path=$out/teacher/student \
+  distill=tinybert distill.phases.0.epochs=1 distill.phases.1.epochs=1 \
+  'distill.terms.hidden.mapping=[1,3,5]' 'distill.terms.attention.mapping=[1,3,5]' \
+  hydra.run.dir=$out/tinybert_cutmap
+$py -m litdistill.train experiment=objectives_sst2 teacher.name_or_path=$out/teacher/student \
+  distill=tinybert distill.phases.0.epochs=1 distill.phases.1.epochs=2 distill.phases.1.lr=1e-4 \
+  hydra.run.dir=$out/tinybert_pred2
 $py experiments/objectives_sst2/table.py $out > experiments/objectives_sst2/results.md
 cat experiments/objectives_sst2/results.md
