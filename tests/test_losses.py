@@ -101,9 +101,11 @@ def test_regression_terms_are_mse():
     assert out["loss"].item() == pytest.approx(3.0)
 
 
-def test_no_teacher_is_fine_tuning():
-    out = distillation_loss(torch.randn(2, 2), None, torch.tensor([0, 1]), regression=False)
+def test_no_teacher_is_weighted_fine_tuning():
+    logits, labels = torch.randn(2, 2), torch.tensor([0, 1])
+    out = distillation_loss(logits, None, labels, regression=False, alpha_task=0.25)
     assert set(out) == {"loss", "loss_task"}
+    assert out["loss"].item() == pytest.approx(0.25 * F.cross_entropy(logits, labels).item())
 
 
 def test_bad_arguments_raise():

@@ -78,14 +78,15 @@ def distillation_loss(
     *,
     regression: bool,
     temperature: float = 1.0,
-    alpha_kd: float = 1.0,
-    alpha_task: float = 0.0,
+    alpha_kd: float = 0.5,
+    alpha_task: float = 0.5,
 ) -> dict[str, Tensor]:
     """Total loss ``alpha_kd * kd + alpha_task * task`` and its named terms.
 
     Args:
         student_logits: (B, C) student outputs.
-        teacher_logits: (B, C) teacher outputs, or None for plain fine-tuning.
+        teacher_logits: (B, C) teacher outputs, or None (no KD term: fine-tuning, or a
+            phase without KD).
         labels: (B,) hard labels.
         regression: Use MSE terms instead of KL/CE.
         temperature: KD temperature (classification only).
@@ -95,20 +96,17 @@ def distillation_loss(
     Returns:
         ``{"loss", "loss_task"}`` plus ``"loss_kd"`` when a teacher is given.
     """
-    task = task_loss(student_logits, labels, regression)
-    if teacher_logits is None:
-        return {"loss": task, "loss_task": task}
-    if regression:
-        kd = regression_kd_loss(student_logits, teacher_logits)
-    else:
-        kd = kd_loss(student_logits, teacher_logits, temperature)
+    out = {"loss_task": task_loss(student_logits, labels, regression)}
+    if teacher_logits is not None:
+        out["loss_kd"] = (regression_kd_loss(student_logits, teacher_logits) if regression
+                          else kd_loss(student_logits, teacher_logits, temperature))
     # Skip zero-weight terms in the sum so a disabled term cannot inject NaN/inf.
     total = torch.zeros((), device=student_logits.device)
-    if alpha_kd:
-        total = total + alpha_kd * kd
+    if alpha_kd and "loss_kd" in out:
+        total = total + alpha_kd * out["loss_kd"]
     if alpha_task:
-        total = total + alpha_task * task
-    return {"loss": total, "loss_kd": kd, "loss_task": task}
+        total = total + alpha_task * out["loss_task"]
+    return {"loss": total, **out}
 
 
 # --------------------------------------------------------------------------- intermediate

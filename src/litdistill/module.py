@@ -86,8 +86,8 @@ class DistillationModule(L.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         teacher: PreTrainedModel | None = None,
         temperature: float = 1.0,
-        alpha_kd: float = 1.0,
-        alpha_task: float = 0.0,
+        alpha_kd: float = 0.5,
+        alpha_task: float = 0.5,
         terms: Mapping[str, Mapping[str, Any]] | None = None,
         phases: Sequence[Mapping[str, Any]] | None = None,
         schedules: Mapping[str, Mapping[str, float]] | None = None,
@@ -208,8 +208,6 @@ class DistillationModule(L.LightningModule):
             labels, regression=self.task.is_regression, temperature=w["temperature"],
             alpha_kd=w["alpha_kd"], alpha_task=w["alpha_task"],
         )
-        if not w["alpha_task"] and "loss_kd" not in losses:
-            losses["loss"] = torch.zeros((), device=labels.device)
         if hidden:
             terms = self.intermediate(self.student, self.teacher, s_out, t_out,
                                       inputs["attention_mask"], set(w["terms"]))
