@@ -138,7 +138,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     names = [r["model"] for r in rows]
     colors = ["#444444", "#1f77b4", "#ff7f0e"]
     ax_acc.barh(names, [r["dev_accuracy"] for r in rows], color=colors)
-    ax_acc.set_xlim(min(r["dev_accuracy"] for r in rows) - 0.05, 1.0)
+    accs = [r["dev_accuracy"] for r in rows]
+    ax_acc.set_xlim(min(accs) - 0.05, max(accs) + 0.03)
     ax_acc.set_xlabel("dev accuracy")
     ax_acc.invert_yaxis()
     for r, c in zip(rows, colors, strict=False):
@@ -146,6 +147,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
                        color=c, alpha=0.8)
         ax_lat.annotate(r["model"], (r["ms_per_example_b1"], r["dev_accuracy"]),
                         textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax_lat.margins(x=0.35, y=0.2)  # room for the labels
     ax_lat.set_xlabel("CPU latency, ms per example (batch 1)")
     ax_lat.set_ylabel("dev accuracy")
     ax_lat.set_title("accuracy vs latency (marker area ~ params)", fontsize=9)
