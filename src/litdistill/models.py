@@ -96,7 +96,7 @@ def resolve_path(name_or_path: str, need_config: bool = True) -> str:
         raise ConfigError(
             f"{name_or_path!r} is not a local folder or zoo name and the Hugging Face Hub is "
             "offline; use a local save_pretrained() folder or a zoo name "
-            "(litdistill-zoo list)"
+            f"({', '.join(zoo.ASSETS)}; see litdistill-zoo list)"
         )
     return name_or_path
 
