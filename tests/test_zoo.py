@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from litdistill import zoo
+from litdistill import zoo, zoo_cli
+from litdistill.atomic import sha256_file
 from litdistill.zoo import Asset, Source, ZooError
 
 FAKE_PAYLOAD = b"fake package file\n"
@@ -193,17 +194,17 @@ def test_split_is_pinned() -> None:
 
 
 def test_cli(home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    assert zoo.main(["path", "minilm_l6"]) == 1
+    assert zoo_cli.main(["path", "minilm_l6"]) == 1
     assert "error: minilm_l6 is not fetched; run `litdistill-zoo fetch minilm_l6`" in (
         capsys.readouterr().err)
-    assert zoo.main(["fetch", "nope"]) == 1
+    assert zoo_cli.main(["fetch", "nope"]) == 1
     assert capsys.readouterr().err.startswith("error: unknown zoo asset 'nope'")
     _add_fake_asset(monkeypatch)
     monkeypatch.setattr(zoo, "_pip_download", _fake_download(FAKE_PAYLOAD))
-    assert zoo.main(["fetch", "fake"]) == 0
-    assert zoo.main(["path", "fake"]) == 0
+    assert zoo_cli.main(["fetch", "fake"]) == 0
+    assert zoo_cli.main(["path", "fake"]) == 0
     assert capsys.readouterr().out.split() == [str(zoo.asset_dir("fake"))] * 2
-    assert zoo.main(["list"]) == 0
+    assert zoo_cli.main(["list"]) == 0
     assert "movie_sentiment" in capsys.readouterr().out
 
 
@@ -227,7 +228,7 @@ def test_real_movie_sentiment(real_home: Path) -> None:
     folder = zoo.fetch("movie_sentiment")
     assert folder == real_home / "zoo" / "movie_sentiment" and zoo.is_fetched("movie_sentiment")
     for rel, sha in zoo.ASSETS["movie_sentiment"].files:
-        assert zoo._sha256(folder / rel) == sha
+        assert sha256_file(folder / rel) == sha
     splits = {s: _read_jsonl(folder / f"{s}.jsonl") for s in zoo.SPLITS}
     rows = [row for split in splits.values() for row in split]
     assert len(rows) == 10_605 and len({r["id"] for r in rows}) == 10_605
@@ -244,7 +245,7 @@ def test_real_minilm_loads_offline(real_home: Path, monkeypatch: pytest.MonkeyPa
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     folder = zoo.resolve("minilm_l6")
-    assert zoo._sha256(folder / "model.safetensors") == zoo.ASSETS["minilm_l6"].files[0][1]
+    assert sha256_file(folder / "model.safetensors") == zoo.ASSETS["minilm_l6"].files[0][1]
     tokenizer = AutoTokenizer.from_pretrained(folder)
     assert tokenizer.is_fast and len(tokenizer) == 30522
     assert tokenizer("Hello world")["input_ids"] == [101, 7592, 2088, 102]

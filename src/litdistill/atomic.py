@@ -1,7 +1,9 @@
-"""Atomic writes: readers see the old file or the new one, never half of one."""
+"""File helpers: atomic writes (readers see the old file or the new one, never half of
+one) and content hashes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -49,3 +51,12 @@ def write_dir(path: str | Path, fill: Callable[[Path], None]) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -27,9 +27,11 @@ from torch.utils.data import DataLoader, RandomSampler, Sampler
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from litdistill.atomic import sha256_file
 from litdistill.batching import TEACHER_PREFIX, DualCollator, EpochSeededSampler
 from litdistill.errors import ConfigError
-from litdistill.readers import parse_label, read_glue_tsv, sha256_file
+from litdistill.network import offline
+from litdistill.readers import parse_label, read_glue_tsv
 from litdistill.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -38,12 +40,6 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
 _FILE_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json",
                  ".parquet": "parquet"}
-
-
-def offline() -> bool:
-    """True when the user (or CI) told Hugging Face libraries not to touch the network."""
-    flags = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
-    return any(os.environ.get(f, "").lower() in {"1", "true", "yes"} for f in flags)
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:

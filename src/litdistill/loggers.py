@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import netrc
 import os
-import socket
 from typing import Any
 
 from lightning.pytorch.loggers import WandbLogger
+
+from litdistill.network import reachable
 
 log = logging.getLogger(__name__)
 
@@ -19,14 +20,6 @@ def _wandb_key_configured() -> bool:
     try:
         return netrc.netrc().authenticators("api.wandb.ai") is not None
     except (OSError, netrc.NetrcParseError):
-        return False
-
-
-def _reachable(host: str, timeout: float = 3.0) -> bool:
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
         return False
 
 
@@ -42,7 +35,7 @@ def wandb_mode(mode: str = "auto") -> str:
         mode = env if env in {"offline", "disabled", "dryrun"} else "auto"
     if mode == "auto":
         host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("//")[-1]
-        online = _wandb_key_configured() and _reachable(host.split("/")[0].split(":")[0])
+        online = _wandb_key_configured() and reachable(host.split("/")[0].split(":")[0])
         mode = "online" if online else "offline"
         if not online:
             log.info("W&B: no API key or no route to W&B, logging offline (wandb sync later)")

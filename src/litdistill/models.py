@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-import socket
 import string
 from collections.abc import Sequence
 from functools import cached_property, lru_cache
@@ -28,8 +27,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from litdistill.data import offline
 from litdistill.errors import ConfigError
+from litdistill.network import offline, reachable
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +60,6 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """A fast probe, so a hub name without network fails now, not after minutes of retries."""
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def resolve_path(name_or_path: str, need_config: bool = True) -> str:
     """Turn a zoo name, local folder or hub name into something ``from_pretrained`` loads.
 
@@ -92,7 +82,8 @@ def resolve_path(name_or_path: str, need_config: bool = True) -> str:
     looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
     if looks_local:
         raise ConfigError(f"model folder {name_or_path!r} does not exist")
-    if offline() or not _hub_reachable():
+    # A fast probe, so a hub name without network fails now, not after minutes of retries.
+    if offline() or not reachable("huggingface.co"):
         raise ConfigError(
             f"{name_or_path!r} is not a local folder or zoo name and the Hugging Face Hub is "
             "offline; use a local save_pretrained() folder or a zoo name "

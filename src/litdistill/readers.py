@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +67,3 @@ def parse_label(raw: Any, task: TaskSpec, where: str) -> int | float:
             "fix the file or task.num_labels / task.label_names"
         )
     return label
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-

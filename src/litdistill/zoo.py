@@ -9,7 +9,6 @@ is complete; a folder without a valid marker does not count.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -29,6 +28,7 @@ from typing import IO
 
 from filelock import FileLock
 
+from litdistill.atomic import sha256_file
 from litdistill.errors import LitDistillError
 
 logger = logging.getLogger(__name__)
@@ -65,18 +65,10 @@ class Asset:
     unpack: Callable[[list[Path], Path, Path], None] = field(repr=False, compare=False)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _check_sha256(path: Path, expected: str, what: str) -> None:
     if not path.is_file():
         raise ZooError(f"{what} is missing after unpacking; the package layout changed")
-    got = _sha256(path)
+    got = sha256_file(path)
     if got != expected:
         path.unlink()  # a file that failed verification must never be used
         raise ZooError(f"sha256 mismatch for {what}: expected {expected}, got {got}; "
@@ -371,54 +363,3 @@ def fetch(name: str, *, force: bool = False) -> Path:
 def resolve(name: str) -> Path:
     """Returns the folder of asset ``name``, fetching it first if it is missing."""
     return fetch(name)
-
-
-def _print_table() -> None:
-    from rich.console import Console  # imported here: only the CLI table needs rich
-    from rich.table import Table
-
-    table = Table("name", "kind", "fetched", "description", title=f"zoo: {home() / 'zoo'}")
-    for a in ASSETS.values():
-        table.add_row(a.name, a.kind, "yes" if is_fetched(a.name) else "no", a.description)
-    Console().print(table)
-
-
-def _run(args: argparse.Namespace) -> int:
-    if args.command == "list":
-        _print_table()
-    elif args.command == "fetch":
-        names = list(ASSETS) if "all" in args.names else args.names
-        for name in names:  # check every name before the first (slow) download
-            _asset(name)
-        for name in names:
-            print(fetch(name, force=args.force))
-    elif not is_fetched(args.name):
-        raise ZooError(f"{args.name} is not fetched; run `litdistill-zoo fetch {args.name}`")
-    else:
-        print(asset_dir(args.name))
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Runs ``litdistill-zoo list | fetch NAME... | path NAME``; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="litdistill-zoo", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="show the assets and whether each is fetched")
-    fetch_cmd = sub.add_parser("fetch", help="download, verify and cache assets")
-    fetch_cmd.add_argument("names", nargs="+", metavar="NAME", help="asset name, or 'all'")
-    fetch_cmd.add_argument("--force", action="store_true", help="rebuild even if present")
-    sub.add_parser("path", help="print the folder of a fetched asset").add_argument("name")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
-        return _run(args)
-    except LitDistillError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
