@@ -115,8 +115,10 @@ def make_cfg(tmp_path: Path, tiny_glue: Path) -> Callable[..., DictConfig]:
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             cfg = compose("train", overrides=[
-                "logger=none", "trainer.max_epochs=1", "trainer.enable_model_summary=false",
-                "trainer.num_sanity_val_steps=0", "data.batch_size=8",
+                # Random tiny teachers are no better than chance: no teacher gate.
+                "logger=none", "teacher_gate=null", "trainer.max_epochs=1",
+                "trainer.enable_model_summary=false", "trainer.num_sanity_val_steps=0",
+                "data.batch_size=8",
                 "data.eval_batch_size=16", f"data.glue_dir={tiny_glue}", *overrides,
             ])
         with open_dict(cfg):

@@ -39,6 +39,7 @@ REAL_GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
 # Keep subprocess runs quiet and free of progress bars; ``++`` adds or overrides a key.
 CLI_BASE = [
     "logger=none",
+    "teacher_gate=null",
     "trainer.enable_model_summary=false",
     "trainer.num_sanity_val_steps=0",
     "++trainer.enable_progress_bar=false",

@@ -26,10 +26,14 @@ def test_kd_run_writes_complete_results(make_cfg, tmp_path):
     assert on_disk == json.loads(json.dumps(results))
     assert RESULT_KEYS <= set(on_disk) and on_disk["status"] == "ok"
     assert on_disk["error"] is None and on_disk["metric_names"] == ["accuracy"]
+    keys = {"name", "params", "score", "metrics"}
+    assert set(on_disk["student"]) == keys | {"agreement"}
+    assert set(on_disk["teacher"]) == keys | {"path"}
     for who in ("student", "teacher"):
         entry = on_disk[who]
-        assert set(entry) == {"name", "params", "score", "metrics"}
         assert 0.0 <= entry["score"] <= 1.0 and entry["params"] > 0
+    assert 0.0 <= on_disk["student"]["agreement"] <= 1.0
+    assert on_disk["teacher"]["path"] is None  # a random teacher has no weights folder
     assert on_disk["retention"] == pytest.approx(
         on_disk["student"]["score"] / on_disk["teacher"]["score"])
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()

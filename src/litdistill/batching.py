@@ -10,6 +10,7 @@ from torch.utils.data import Sampler
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 TEACHER_PREFIX = "teacher_"
+TEACHER_LOGITS = "teacher_logits"  # precomputed (cached) teacher logits, [batch, num_labels]
 
 
 class EpochSeededSampler(Sampler[int]):
@@ -63,3 +64,24 @@ class DualCollator:
         return batch
 
 
+
+
+class LogitsCollator:
+    """Stacks precomputed ``teacher_logits`` rows (fp16 on disk) into a float32 tensor and
+    lets ``base`` pad the rest.
+
+    Args:
+        base: The collator of the token fields.
+    """
+
+    def __init__(self, base: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]) -> None:
+        self.base = base
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if TEACHER_LOGITS not in features[0]:
+            return dict(self.base(features))
+        logits = torch.tensor([f[TEACHER_LOGITS] for f in features], dtype=torch.float32)
+        batch = dict(self.base([{k: v for k, v in f.items() if k != TEACHER_LOGITS}
+                                for f in features]))
+        batch[TEACHER_LOGITS] = logits
+        return batch

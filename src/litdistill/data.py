@@ -15,11 +15,12 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import datasets
 import lightning as L
+import numpy as np
 import torch
 import torch.distributed as dist
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
@@ -28,7 +29,13 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from litdistill.atomic import sha256_file
-from litdistill.batching import TEACHER_PREFIX, DualCollator, EpochSeededSampler
+from litdistill.batching import (
+    TEACHER_LOGITS,
+    TEACHER_PREFIX,
+    DualCollator,
+    EpochSeededSampler,
+    LogitsCollator,
+)
 from litdistill.errors import ConfigError
 from litdistill.network import offline
 from litdistill.readers import parse_label, read_glue_tsv
@@ -118,6 +125,7 @@ class GlueDataModule(L.LightningDataModule):
         self.raw: dict[str, datasets.Dataset] = {}
         self._source_ids: dict[str, str] = {}
         self.splits: dict[str, datasets.Dataset] = {}
+        self.teacher_logits: dict[str, np.ndarray] = {}  # split -> [rows, labels] (row order)
 
     @property
     def split_names(self) -> list[str]:
@@ -242,7 +250,8 @@ class GlueDataModule(L.LightningDataModule):
         self.tokenizer = tokenizer
         self.teacher_tokenizer = teacher_tokenizer
 
-    def _cache_key(self, split: str) -> str:
+    def cache_key(self, split: str) -> str:
+        """Hash of everything the tokenized split depends on (also keys teacher logits)."""
         limit = self.max_train_samples if split == "train" else self.max_eval_samples
         parts = {
             "format": CACHE_FORMAT, "task": self.task.name, "split": split,
@@ -250,7 +259,9 @@ class GlueDataModule(L.LightningDataModule):
             "tokenizer": tokenizer_fingerprint(self.tokenizer), "max_length": self.max_length,
             "teacher_tokenizer": tokenizer_fingerprint(self.teacher_tokenizer)
             if self.teacher_tokenizer is not None else None,
-            "subsample": [limit, self.seed], "labels": self.task.label_names,
+            # The seed matters only when a subset is drawn: seeds of a sweep share entries.
+            "subsample": [limit, self.seed] if limit is not None else None,
+            "labels": self.task.label_names,
         }
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -275,7 +286,7 @@ class GlueDataModule(L.LightningDataModule):
     def _cached_split(self, split: str) -> datasets.Dataset:
         if self.cache_dir is None:
             return self._tokenize(split)
-        path = self.cache_dir / self._cache_key(split)
+        path = self.cache_dir / self.cache_key(split)
         if (path / "dataset_info.json").is_file():
             return datasets.load_from_disk(str(path))
         ds = self._tokenize(split)
@@ -290,6 +301,36 @@ class GlueDataModule(L.LightningDataModule):
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return datasets.load_from_disk(str(path))
+
+    def tokenized(self, split: str) -> datasets.Dataset:
+        """The tokenized split in its stored row order (the order teacher logits follow)."""
+        self.load_raw()
+        return self._cached_split(split)
+
+    def teacher_batches(self, split: str, batch_size: int
+                        ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+        """``(row positions, padded teacher inputs)`` over a split, longest rows first.
+
+        Sorted by length so each batch pads little; the positions put results back in row
+        order. The teacher reads its own tokenization when the vocabularies differ.
+        """
+        ds = self.tokenized(split)
+        prefix = TEACHER_PREFIX if self.teacher_tokenizer is not None else ""
+        tokenizer = self.teacher_tokenizer or self.tokenizer
+        fields = [c for c in ds.column_names if c.startswith(prefix)
+                  and c[len(prefix):] in ("input_ids", "attention_mask", "token_type_ids")]
+        columns = {f[len(prefix):]: ds[f] for f in fields}
+        order = sorted(range(len(ds)), key=lambda i: -len(columns["input_ids"][i]))
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            features = [{k: v[i] for k, v in columns.items()} for i in rows]
+            yield rows, dict(tokenizer.pad(features, return_tensors="pt"))
+
+    def set_teacher_logits(self, logits: Mapping[str, np.ndarray]) -> None:
+        """Attach precomputed teacher logits per split: batches then carry
+        ``teacher_logits`` (``[batch, num_labels]`` float32) and need no live teacher."""
+        self.teacher_logits = dict(logits)
+        self.splits = {s: ds for s, ds in self.splits.items() if s not in self.teacher_logits}
 
     def prepare_data(self) -> None:
         """Tokenize into the cache once (rank zero), so other ranks only read it."""
@@ -306,6 +347,8 @@ class GlueDataModule(L.LightningDataModule):
         for split in self.split_names:
             if split not in self.splits:
                 ds = self._cached_split(split)
+                if split in self.teacher_logits:
+                    ds = ds.add_column(TEACHER_LOGITS, list(self.teacher_logits[split]))
                 if split != "train":
                     # Eval batches of similar lengths pad less; metrics ignore order and
                     # the idx column keeps each row's identity.
@@ -313,11 +356,11 @@ class GlueDataModule(L.LightningDataModule):
                 self.splits[split] = ds
 
     # ---------------------------------------------------------------------- loaders
-    def _collate(self) -> DataCollatorWithPadding | DualCollator:
+    def _collate(self) -> LogitsCollator:
         # Dynamic padding: each batch is padded to its own longest sequence only.
         if self.teacher_tokenizer is not None:
-            return DualCollator(self.tokenizer, self.teacher_tokenizer)
-        return DataCollatorWithPadding(self.tokenizer, return_tensors="pt")
+            return LogitsCollator(DualCollator(self.tokenizer, self.teacher_tokenizer))
+        return LogitsCollator(DataCollatorWithPadding(self.tokenizer, return_tensors="pt"))
 
     def _loader(self, split: str, batch_size: int, train: bool) -> DataLoader:
         ds = self.splits[split].remove_columns(["length"])

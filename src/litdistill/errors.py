@@ -7,3 +7,7 @@ class LitDistillError(Exception):
 
 class ConfigError(LitDistillError):
     """The configuration or its inputs are invalid; raised before any weights load."""
+
+
+class LaunchError(ConfigError):
+    """A launch setup that breaks every job of a sweep (fatal even inside a --multirun)."""

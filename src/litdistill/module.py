@@ -11,7 +11,7 @@ import torchmetrics
 from torch import Tensor, nn
 from transformers import PreTrainedModel, get_linear_schedule_with_warmup
 
-from litdistill.batching import TEACHER_PREFIX
+from litdistill.batching import TEACHER_LOGITS, TEACHER_PREFIX
 from litdistill.errors import ConfigError
 from litdistill.intermediate import IntermediateTerms
 from litdistill.losses import distillation_loss
@@ -36,6 +36,32 @@ def task_metrics(task: TaskSpec) -> nn.ModuleList:
                                        for m in task.metrics})
         for _ in task.eval_splits
     )
+
+
+def evaluate(task: TaskSpec, logits: Sequence[Tensor], labels: Sequence[Tensor]
+             ) -> dict[str, float]:
+    """The task's metrics and ``score`` of whole-split predictions, one entry per eval split
+    (the names the module logs; NaN, e.g. Pearson of a constant, counts as 0)."""
+    multi = len(task.eval_splits) > 1
+    values: dict[str, float] = {}
+    for split, split_logits, split_labels, collection in zip(
+            task.eval_splits, logits, labels, task_metrics(task), strict=True):
+        preds = (split_logits.squeeze(-1).float() if task.is_regression
+                 else split_logits.argmax(-1))
+        for name, value in collection(preds, split_labels).items():
+            value = float(value)
+            values[f"{name}_{split_suffix(split)}" if multi else name] = \
+                0.0 if value != value else value
+    values["score"] = score(values)
+    return values
+
+
+def agreement_metric(task: TaskSpec) -> torchmetrics.Metric:
+    """Student-teacher agreement on dev: the fraction of equal predicted classes, or for
+    regression the Pearson r between the two models' predictions."""
+    if task.is_regression:
+        return torchmetrics.PearsonCorrCoef()
+    return torchmetrics.Accuracy(task="multiclass", num_classes=task.num_labels)
 
 
 def linear_warmup_decay(optimizer: torch.optim.Optimizer, num_training_steps: int,
@@ -76,6 +102,9 @@ class DistillationModule(L.LightningModule):
             TinyBERT's intermediate-then-prediction distillation is two phases.
         schedules: Linear ramps ``{start, end}`` over the run for ``temperature``,
             ``alpha_kd``, ``alpha_task`` or a term name (its weight).
+        cached_teacher: Batches carry precomputed ``teacher_logits`` (always on dev when
+            there is a teacher; on train from the teacher cache, and then the teacher itself
+            is None).
     """
 
     def __init__(
@@ -91,6 +120,7 @@ class DistillationModule(L.LightningModule):
         terms: Mapping[str, Mapping[str, Any]] | None = None,
         phases: Sequence[Mapping[str, Any]] | None = None,
         schedules: Mapping[str, Mapping[str, float]] | None = None,
+        cached_teacher: bool = False,
     ) -> None:
         super().__init__()
         # from_pretrained() returns models in eval mode and Lightning keeps submodule modes
@@ -117,7 +147,10 @@ class DistillationModule(L.LightningModule):
                 for model in (student, self.teacher):
                     model.set_attn_implementation("eager")
         self.val_metrics = task_metrics(task)
-        self.teacher_metrics = task_metrics(task) if teacher is not None else None
+        has_teacher = teacher is not None or cached_teacher
+        self.teacher_metrics = task_metrics(task) if has_teacher else None
+        self.agreement = nn.ModuleList(agreement_metric(task) for _ in task.eval_splits)
+        self.last_agreement: float | None = None
         self.teacher_scores: dict[str, float] | None = None
         self.last_val: dict[str, float] = {}
         self.last_val_step = -1  # global step of the weights last_val describes
@@ -145,14 +178,17 @@ class DistillationModule(L.LightningModule):
     # ------------------------------------------------------------------ steps
     @staticmethod
     def _split_batch(batch: dict[str, Tensor]
-                     ) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
-        """(student inputs, teacher inputs, labels); the teacher reads its own tokenization
-        (``teacher_*`` keys) when the two vocabularies differ, else the student's."""
+                     ) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor, Tensor | None]:
+        """(student inputs, teacher inputs, labels, cached teacher logits or None); the
+        teacher reads its own tokenization (``teacher_*`` keys) when the two vocabularies
+        differ, else the student's."""
+        cached = batch.get(TEACHER_LOGITS)
         inputs = {k: v for k, v in batch.items()
                   if k not in ("labels", "idx") and not k.startswith(TEACHER_PREFIX)}
         n = len(TEACHER_PREFIX)
-        teacher = {k[n:]: v for k, v in batch.items() if k.startswith(TEACHER_PREFIX)}
-        return inputs, teacher or inputs, batch["labels"]
+        teacher = {k[n:]: v for k, v in batch.items()
+                   if k.startswith(TEACHER_PREFIX) and k != TEACHER_LOGITS}
+        return inputs, teacher or inputs, batch["labels"], cached
 
     # ------------------------------------------------------------------ phases, schedules
     def current_phase(self) -> dict[str, Any]:
@@ -192,19 +228,21 @@ class DistillationModule(L.LightningModule):
         return model(**inputs, output_hidden_states=True, output_attentions=attentions)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        inputs, t_inputs, labels = self._split_batch(batch)
+        inputs, t_inputs, labels, t_logits = self._split_batch(batch)
         w = self.current_weights()
         hidden = bool(w["terms"])
         attentions = hidden and self.intermediate.needs_attentions and "attention" in w["terms"]
         s_out = self._forward(self.student, inputs, hidden, attentions)
         t_out = None
-        if self.teacher is not None and (w["alpha_kd"] or hidden):
+        if self.teacher is not None and (hidden or (w["alpha_kd"] and t_logits is None)):
             # no_grad rather than inference_mode: the KL term saves teacher probabilities
             # for backward, which inference tensors are not allowed to be.
             with torch.no_grad():
                 t_out = self._forward(self.teacher, t_inputs, hidden, attentions)
+        if t_logits is None and t_out is not None:
+            t_logits = t_out.logits
         losses = distillation_loss(
-            s_out.logits, t_out.logits if t_out is not None and w["alpha_kd"] else None,
+            s_out.logits, t_logits if w["alpha_kd"] else None,
             labels, regression=self.task.is_regression, temperature=w["temperature"],
             alpha_kd=w["alpha_kd"], alpha_task=w["alpha_task"],
         )
@@ -225,17 +263,23 @@ class DistillationModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int,
                         dataloader_idx: int = 0) -> None:
-        inputs, t_inputs, labels = self._split_batch(batch)
+        inputs, t_inputs, labels, t_logits = self._split_batch(batch)
         preds = self._predictions(self.student(**inputs).logits)
         self.val_metrics[dataloader_idx].update(preds, labels)
+        if t_logits is None and self.teacher is not None:
+            t_logits = self._teacher_logits(t_inputs)
+        if t_logits is None:
+            return
+        teacher_preds = self._predictions(t_logits)
+        # Fidelity: how often the student predicts what the teacher predicts.
+        self.agreement[dataloader_idx].update(preds, teacher_preds)
         if self._scoring_teacher:
-            teacher_preds = self._predictions(self._teacher_logits(t_inputs))
             self.teacher_metrics[dataloader_idx].update(teacher_preds, labels)
 
     @property
     def _scoring_teacher(self) -> bool:
         # The teacher is scored once, on the first real (not sanity-check) validation pass.
-        return (self.teacher is not None and self.teacher_scores is None
+        return (self.teacher_metrics is not None and self.teacher_scores is None
                 and not self.trainer.sanity_checking)
 
     def _compute(self, collections: nn.ModuleList) -> dict[str, float]:
@@ -257,6 +301,12 @@ class DistillationModule(L.LightningModule):
         # Values are already reduced over ranks by torchmetrics.compute().
         for key, value in metrics.items():
             self.log(f"val/{key}", value, prog_bar=key == "score")
+        if self.teacher_metrics is not None:
+            values = [float(m.compute()) for m in self.agreement]
+            for m in self.agreement:
+                m.reset()
+            self.last_agreement = sum(values) / len(values)
+            self.log("val/agreement", self.last_agreement)
         if scoring_teacher:
             teacher = self._compute(self.teacher_metrics)
             teacher["score"] = score(teacher)

@@ -7,7 +7,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import math
+import os
 import sys
 import time
 import warnings
@@ -25,10 +29,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from litdistill import atomic
 from litdistill.data import GlueDataModule
-from litdistill.errors import ConfigError, LitDistillError
+from litdistill.errors import ConfigError, LaunchError, LitDistillError
 from litdistill.intermediate import IntermediateTerms
-from litdistill.models import ModelSpec, Pretrained, count_params
+from litdistill.models import FromTeacher, ModelSpec, Pretrained, count_params
 from litdistill.tasks import TaskSpec, get_task
+from litdistill.teacher_cache import TeacherCache, check_mode
+from litdistill.teachers import TeacherBuilder, check_teacher, teacher_outputs
 
 log = logging.getLogger("litdistill")
 # The frozen teacher is in eval mode on purpose; Lightning warns about any such module.
@@ -57,7 +63,7 @@ def check_launch(cfg: DictConfig) -> None:
         return
     launcher = str(HydraConfig.get().launcher.get("_target_", ""))
     if "submitit" not in launcher.lower():
-        raise ConfigError(
+        raise LaunchError(
             f"trainer.strategy={strategy} with several devices cannot run inside a --multirun "
             "with the basic or joblib launcher (each rank would relaunch the sweep); use one "
             "device per job (hardware=cpu/gpu), strategy=ddp_spawn, or hydra/launcher="
@@ -122,6 +128,50 @@ def _group(cfg: DictConfig) -> str | None:
     return None
 
 
+def _choices() -> dict[str, str]:
+    """Which option of each config group the job runs (``student: minilm_3l`` ...)."""
+    if not HydraConfig.initialized():
+        return {}
+    return {k: v for k, v in HydraConfig.get().runtime.choices.items()
+            if v is not None and not k.startswith("hydra")}
+
+
+# Keys that change where or how a job runs but not what it computes.
+_NOT_IDENTITY = ("paths", "skip_done", "resume", "name", "group", "logger", "callbacks")
+
+
+def config_sha(cfg: DictConfig) -> str:
+    """Hash of the resolved job config minus run-placement keys: what ``skip_done`` compares."""
+    tree = {k: v for k, v in cfg.items() if k not in _NOT_IDENTITY}
+    try:
+        tree = OmegaConf.to_container(OmegaConf.create(tree), resolve=True)
+    except Exception:  # an interpolation that needs the Hydra app (outside it: hash unresolved)
+        tree = OmegaConf.to_container(OmegaConf.create(tree), resolve=False)
+    return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _finished(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
+    """The results of an earlier ok run of this very config in ``output_dir``, if any."""
+    path = output_dir / "results.json"
+    if not cfg.get("skip_done") or not path.is_file():
+        return None
+    try:
+        done = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if done.get("status") == "ok" and done.get("config_sha") == config_sha(cfg):
+        return done
+    return None
+
+
+def _device(cfg: DictConfig) -> torch.device:
+    """Where this process's model runs (for the teacher pass before the trainer starts)."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
 def _resume_path(cfg: DictConfig, output_dir: Path) -> str | None:
     resume = cfg.get("resume")
     if resume in (None, False, "false"):
@@ -151,11 +201,12 @@ def _export_student(module: Any, tokenizer: Any, task: TaskSpec, dest: Path) -> 
     return atomic.write_dir(dest, fill)
 
 
-def _model_entry(name: str, model: torch.nn.Module, metrics: dict[str, float] | None,
+def _model_entry(name: str, model: torch.nn.Module | None, metrics: dict[str, float] | None,
                  task: TaskSpec) -> dict[str, Any]:
     metrics = dict(metrics or {})
     score = metrics.pop("score", None)
-    return {"name": name, "params": count_params(model), "score": score,
+    return {"name": name, "params": count_params(model) if model is not None else None,
+            "score": score,
             "metrics": {k: metrics[k] for k in task.metric_names if k in metrics}}
 
 
@@ -172,8 +223,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ConfigError: Bad input, found before any weights load (results.json says ``failed``).
     """
     output_dir = Path(cfg.paths.output_dir)
+    if (done := _finished(cfg, output_dir)) is not None:
+        log.info("skip_done: %s already finished ok; skipping", output_dir)
+        return done
     results: dict[str, Any] = {"status": "failed", "task": cfg.task.get("name"),
-                               "overrides": _hydra_overrides(), "run_dir": str(output_dir)}
+                               "overrides": _hydra_overrides(), "run_dir": str(output_dir),
+                               "choices": _choices(), "config_sha": config_sha(cfg)}
     start = time.perf_counter()
     is_zero = True
     try:
@@ -195,19 +250,45 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         datamodule.load_raw()
         teacher_spec = instantiate(cfg.teacher) if cfg.get("teacher") else None
         student_spec = instantiate(cfg.student)
-        separate = check_models(task, teacher_spec, student_spec, alpha_kd,
-                                distill.keywords.get("terms"), datamodule.separate_tokenizers)
+        terms = distill.keywords.get("terms")
+        separate = check_models(task, teacher_spec, student_spec, alpha_kd, terms,
+                                datamodule.separate_tokenizers)
+        cache_mode = check_mode(str(cfg.get("teacher_cache") or "off"))
         ckpt_path = _resume_path(cfg, output_dir)
 
-        # ---- now build: weights, module, trainer
+        # ---- now build: teacher outputs (cached or live), weights, module, trainer
         L.seed_everything(cfg.seed, workers=True)
         regression = task.is_regression
-        teacher = teacher_spec.build(task.num_labels, regression) if teacher_spec else None
-        student = student_spec.build(task.num_labels, regression, teacher=teacher_spec,
-                                     teacher_model=teacher)
         tokenizer = student_spec.tokenizer(teacher_spec)
         datamodule.set_tokenizer(tokenizer, teacher_spec.tokenizer(None) if separate else None)
+        teacher, device = None, _device(cfg)
+        if teacher_spec is not None:
+            builder = TeacherBuilder(teacher_spec, task, cfg.seed)
+            cache = TeacherCache(Path(cfg.paths.cache_dir) / "teacher", cache_mode)
+            # Dev logits first (score, gate, agreement), train logits only once the teacher
+            # passed the gate, and only when KD logits are all training needs from it.
+            outputs, info = teacher_outputs(datamodule, builder, cache, task.eval_splits,
+                                            device, datamodule.eval_batch_size)
+            results["teacher_gate"] = check_teacher(task, teacher_spec.name, datamodule,
+                                                    outputs, cfg.get("teacher_gate"))
+            from_cache = alpha_kd > 0 and not terms and cache_mode != "off"
+            live = bool(terms) or (alpha_kd > 0 and not from_cache)
+            if from_cache:
+                train_out, train_info = teacher_outputs(datamodule, builder, cache, ["train"],
+                                                        device, datamodule.eval_batch_size)
+                outputs.update(train_out)
+                info["splits"].update(train_info["splits"])
+            results["teacher_cache"] = info
+            datamodule.set_teacher_logits(outputs)
+            needs_model = live or (isinstance(student_spec, FromTeacher)
+                                   and student_spec.source is None)
+            teacher = builder.model() if needs_model else None
+        student = student_spec.build(task.num_labels, regression, teacher=teacher_spec,
+                                     teacher_model=teacher)
+        if teacher is not None and not live:
+            teacher = None  # batches carry the teacher's logits: free its weights
         module = distill(student=student, teacher=teacher, task=task,
+                         cached_teacher=teacher_spec is not None,
                          optimizer=instantiate(cfg.optimizer),
                          scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None)
 
@@ -216,8 +297,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             cfg.group = _group(cfg)
         loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
         callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-        trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False,
-                                         callbacks=callbacks)
+        trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
         is_zero = trainer.is_global_zero
         flat = OmegaConf.to_container(cfg, resolve=True)
         for logger in loggers:
@@ -244,8 +324,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if trainer.is_global_zero:
             student_dir = _export_student(module, tokenizer, task, output_dir / "student")
             s_entry = _model_entry(student_spec.name, student, module.last_val, task)
-            t_entry = (_model_entry(teacher_spec.name, teacher, module.teacher_scores, task)
-                       if teacher is not None else None)
+            s_entry["agreement"] = module.last_agreement
+            t_entry = None
+            if teacher_spec is not None:
+                t_entry = _model_entry(teacher_spec.name, None, module.teacher_scores, task)
+                t_entry.update(params=builder.params(), path=builder.folder)
             retention = (s_entry["score"] / t_entry["score"]
                          if t_entry and t_entry["score"] else None)
             results.update(
@@ -294,15 +377,28 @@ def _finish_wandb() -> None:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    """Hydra app; returns the student's score (for sweepers such as Optuna)."""
+def main(cfg: DictConfig) -> float:
+    """Hydra app; returns the student's score (for sweepers such as Optuna).
+
+    In a ``--multirun`` a failing job is isolated: its results.json already says
+    ``failed`` with the error, the error is logged, and the job returns NaN (Optuna records
+    the trial as failed) so the sweep goes on. A single run exits 2 on bad input.
+    """
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         results = train(cfg)
-    except LitDistillError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    except Exception as err:
+        if multirun and not isinstance(err, LaunchError):
+            log.error("job %s failed, the sweep goes on: %s: %s",
+                      cfg.paths.output_dir, type(err).__name__, err)
+            return math.nan
+        if isinstance(err, LitDistillError):
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+        raise
     student = results.get("student") or {}
-    return student.get("score")
+    score = student.get("score")
+    return math.nan if score is None else float(score)
 
 
 if __name__ == "__main__":

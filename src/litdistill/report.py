@@ -1,0 +1,567 @@
+"""``litdistill-report``: one table, CSV and set of plots for one or more finished sweeps.
+
+Reads every ``results.json`` under the given sweep (or job) folders, merges jobs that differ
+only in ``seed`` into one configuration (mean ± sample std over seeds), times every exported
+model itself, one at a time with fixed threads (jobs of a parallel sweep disturb each other's
+timings), and writes ``report.md``, ``report.csv`` and PNG plots::
+
+    litdistill-report multirun/2025-01-01_12-00-00 [more sweeps...] [--out DIR] [--no-latency]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import io
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import statistics
+import sys
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from litdistill.errors import LitDistillError
+
+# Fixed latency inputs, 3 to ~45 words, so every model sees the same tokens and padding.
+TEXTS = [
+    "A gripping, beautifully acted film.",
+    "The plot goes nowhere.",
+    "I laughed, I cried, and then I bought the soundtrack on the way home.",
+    "Two hours of my life I will never get back.",
+    "The central bank left interest rates unchanged on Thursday, citing weak growth.",
+    "Is there a pharmacy open near the station after ten o'clock at night?",
+    "Brilliant.",
+    "The sequel keeps the charm of the original but loses most of its surprise.",
+    "Although the first act drags, the final thirty minutes are as tense and inventive as "
+    "anything the director has made, and the lead performance holds it all together.",
+    "She signed the contract without reading the last page.",
+    "Heavy rain is expected across the north of the country over the weekend.",
+    "What a waste of a talented cast.",
+    "The museum will reopen in the spring after a two-year renovation of its east wing.",
+    "He said the meeting had been moved, but nobody told the people who were already there.",
+    "Predictable, loud and far too long.",
+    "The recipe calls for two cups of flour, a pinch of salt and three eggs.",
+    "It is the kind of movie that stays with you for days, not because of its twists but "
+    "because of how honestly it treats its characters, none of whom is entirely likeable.",
+    "Shares fell sharply after the company lowered its forecast for the rest of the year.",
+    "The dialogue sounds like it was written by a committee.",
+    "Our train was delayed by forty minutes because of a signal failure outside the city.",
+    "Quietly devastating.",
+    "The children built a small boat out of cardboard and tape and floated it on the pond.",
+    "Fans of the book will be disappointed by how much of the story has been cut.",
+    "Researchers say the new vaccine was well tolerated in early trials involving several "
+    "hundred volunteers, although larger studies will be needed before it can be approved.",
+    "The soundtrack is wonderful, the story less so.",
+    "Please remember to turn off the lights when you leave the office.",
+    "A clumsy, heavy-handed attempt at satire that never finds its target.",
+    "The town council voted to extend the library's opening hours on weekends.",
+    "Every frame looks like a painting.",
+    "I expected very little and was still disappointed.",
+    "After years of delays, the bridge connecting the two islands finally opened to traffic "
+    "this morning, cutting the journey time from over an hour to about ten minutes.",
+    "Not bad at all.",
+]
+MAX_LENGTH = 128
+PLOTS = {"score_vs_params": "student score vs parameters",
+         "score_vs_latency": "student score vs CPU latency (batch 1)",
+         "retention_vs_params": "retention of the teacher's score vs parameters",
+         "objectives": "mean score by objective (and temperature)"}
+
+
+class ReportError(LitDistillError):
+    """Bad input to ``litdistill-report``."""
+
+
+def _natural(path: Path) -> list[Any]:
+    # Job 10 after job 9; digit runs land at odd indices, so int and str never meet.
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
+
+
+def _yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def _load_job(job_dir: Path) -> dict[str, Any]:
+    """One job's results, with overrides and choices taken from ``.hydra/`` for old files."""
+    try:
+        res = json.loads((job_dir / "results.json").read_text())
+        if not isinstance(res, dict) or "status" not in res:
+            raise ValueError("not a litdistill results.json (no 'status' key)")
+    except (OSError, ValueError) as err:
+        res = {"status": "failed", "error": f"unreadable results.json: {err}"}
+    if res.get("overrides") is None:
+        res["overrides"] = _yaml(job_dir / ".hydra" / "overrides.yaml") or []
+    if not res.get("choices"):
+        hydra = _yaml(job_dir / ".hydra" / "hydra.yaml") or {}
+        res["choices"] = (hydra.get("hydra") or {}).get("runtime", {}).get("choices") or {}
+    res["job_dir"] = str(job_dir)
+    return res
+
+
+def find_jobs(dirs: list[Path]) -> list[dict[str, Any]]:
+    """Every job under ``dirs`` (sweep or job folders), including ones that never finished.
+
+    Raises:
+        ReportError: A folder does not exist or holds no results.json at all.
+    """
+    jobs = []
+    for folder in dirs:
+        if not folder.is_dir():
+            what = "not a folder" if folder.exists() else "no such folder"
+            raise ReportError(f"{folder}: {what}; pass a sweep folder "
+                              "(multirun/<stamp>/) or a job folder holding results.json")
+        done = {p.parent for p in folder.rglob("results.json")}
+        if not done:
+            raise ReportError(f"{folder}: no results.json under it; pass a sweep folder "
+                              "(multirun/<stamp>/) or job folder whose jobs have finished")
+        started = {p.parent.parent for p in folder.rglob(".hydra/overrides.yaml")}
+        for job_dir in sorted(done | started, key=_natural):
+            job = _load_job(job_dir) if job_dir in done else {
+                "status": "failed", "error": "no results.json (still running, or killed)",
+                "overrides": _yaml(job_dir / ".hydra" / "overrides.yaml") or [],
+                "job_dir": str(job_dir)}
+            jobs.append(job)
+    return jobs
+
+
+def config_key(overrides: list[str]) -> tuple[str, ...]:
+    """The overrides that define a configuration: no ``seed``, no ``hydra``/``paths`` ones."""
+    keep = []
+    for override in overrides:
+        name = override.lstrip("+~").split("=", 1)[0]
+        if name != "seed" and re.split(r"[./]", name)[0] not in ("hydra", "paths"):
+            keep.append(override)
+    return tuple(sorted(keep))
+
+
+def _stats(values: Any) -> tuple[float | None, float | None, int]:
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not vals:
+        return None, None, 0
+    return statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else None, len(vals)
+
+
+def _objective(job: dict[str, Any]) -> str:
+    if (job.get("choices") or {}).get("distill"):
+        return str(job["choices"]["distill"])
+    distill = job.get("distill") or {}
+    if not distill:
+        return "?"
+    if distill.get("phases"):
+        return "phased"
+    if distill.get("terms"):
+        return "kd+" + "+".join(sorted(distill["terms"]))
+    return "kd" if distill.get("alpha_kd") else "none"
+
+
+def _student_dir(job: dict[str, Any]) -> str | None:
+    # A sweep folder copied elsewhere still holds its students under <job>/student.
+    recorded = job.get("student_dir")
+    for candidate in (recorded, Path(job["job_dir"]) / "student"):
+        if candidate and Path(candidate).is_dir():
+            return str(candidate)
+    return recorded
+
+
+def build_rows(jobs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], set[str]]:
+    """Teacher reference rows, then one row per configuration (best mean score first).
+
+    Returns:
+        The rows and the overrides common to every finished job (left out of the labels).
+    """
+    ok = [j for j in jobs if j.get("status") == "ok" and j.get("student")]
+    keys = [set(config_key(j.get("overrides") or [])) for j in ok or jobs]
+    common = set.intersection(*keys) if keys else set()
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for job in ok:
+        groups.setdefault(config_key(job.get("overrides") or []), []).append(job)
+    rows, teachers = [], {}
+    for key, group in groups.items():
+        first, distill = group[0], group[0].get("distill") or {}
+        row = {"kind": "student", "task": first.get("task"),
+               "config": " ".join(o for o in key if o not in common) or "(defaults)",
+               "model": first["student"].get("name"), "params": first["student"].get("params"),
+               "objective": _objective(first), "temperature": distill.get("temperature"),
+               "alpha_kd": distill.get("alpha_kd"), "seeds": [j.get("seed") for j in group],
+               "jobs": [j["job_dir"] for j in group],
+               "scores": [j["student"].get("score") for j in group],
+               "model_dir": next((d for d in map(_student_dir, group) if d and Path(d).is_dir()),
+                                 _student_dir(first))}
+        for name, get in (("score", lambda j: j["student"].get("score")),
+                          ("retention", lambda j: j.get("retention")),
+                          ("agreement", lambda j: j["student"].get("agreement")),
+                          ("train_seconds", lambda j: j.get("train_seconds"))):
+            row[f"{name}_mean"], row[f"{name}_std"], row[f"{name}_n"] = _stats(map(get, group))
+        rows.append(row)
+        for job in group:
+            if t := job.get("teacher"):
+                score = t.get("score")
+                tkey = (job.get("task"), t.get("path") or t.get("name"),
+                        None if score is None else round(score, 6))
+                teachers.setdefault(tkey, {
+                    "kind": "teacher", "task": job.get("task"), "config": "teacher (reference)",
+                    "model": t.get("name"), "params": t.get("params"), "objective": "teacher",
+                    "score_mean": score, "score_n": int(score is not None), "jobs": [],
+                    "model_dir": t.get("path")})["jobs"].append(job["job_dir"])
+    rows.sort(key=lambda r: (str(r["task"]), r["score_mean"] is None, -(r["score_mean"] or 0)))
+    return list(teachers.values()) + rows, common
+
+
+def measure_rows(rows: list[dict[str, Any]], threads: int, repeats: int) -> list[str]:
+    """Time each row's model folder (cached by path), one model at a time; return notes."""
+    from transformers import AutoModelForSequenceClassification
+
+    from litdistill.latency import measure
+    from litdistill.models import load_tokenizer
+
+    cache: dict[str, dict[str, float] | str] = {}
+    notes = []
+    for row in rows:
+        path = row.get("model_dir")
+        if not path or not Path(path).is_dir():
+            why = "no saved weights" if not path else f"folder {path} is missing"
+            notes.append(f"{row['model']} ({row['config']}): {why}; latency left blank")
+            continue
+        if path not in cache:
+            print(f"timing {path}", file=sys.stderr)
+            try:
+                model = AutoModelForSequenceClassification.from_pretrained(path)
+                tokenizer = load_tokenizer(path)
+                one = measure(model, tokenizer, TEXTS, 1, max_length=MAX_LENGTH,
+                              threads=threads, repeats=repeats)
+                many = measure(model, tokenizer, TEXTS, 32, max_length=MAX_LENGTH,
+                               threads=threads, warmup=1, repeats=max(3, repeats // 3))
+                cache[path] = {"latency_ms_b1": one["ms_per_example"],
+                               "throughput_b32": many["examples_per_s"]}
+            except (OSError, ValueError, LitDistillError) as err:
+                first = (str(err).splitlines() or [""])[0]
+                cache[path] = f"could not load {path}: {type(err).__name__}: {first}"
+        if isinstance(cache[path], str):
+            notes.append(f"{row['model']} ({row['config']}): {cache[path]}; latency left blank")
+        else:
+            row.update(cache[path])
+    return notes
+
+
+def pareto_front(costs: list[float], scores: list[float]) -> list[int]:
+    """Indices of the points no other point beats, by increasing cost.
+
+    A point is beaten when another has lower-or-equal cost and higher-or-equal score, one of
+    them strictly; of identical points the first is kept.
+    """
+    order = sorted(range(len(costs)), key=lambda i: (costs[i], -scores[i]))
+    front, best = [], -math.inf
+    for i in order:
+        if scores[i] > best:
+            front.append(i)
+            best = scores[i]
+    return front
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120, format="png")
+        os.replace(tmp, path)
+    finally:
+        _pyplot().close(fig)
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _points_plot(rows: list[dict[str, Any]], x: str, y: str, xlabel: str, ylabel: str,
+                 path: Path, front: bool) -> bool:
+    """Configurations (seed-std error bars, colour = objective), teachers as stars."""
+    pts = [r for r in rows if r.get(x) and r.get(f"{y}_mean") is not None]
+    if not any(r["kind"] == "student" for r in pts):
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    # the same colour for an objective in every plot
+    objectives = dict.fromkeys(r["objective"] for r in rows if r["kind"] == "student")
+    colours = {o: f"C{i % 10}" for i, o in enumerate(objectives)}
+    for r in pts:
+        if r["kind"] == "teacher":
+            ax.scatter(r[x], r[f"{y}_mean"], marker="*", s=220, color="black", zorder=3,
+                       label="teacher")
+            continue
+        ax.errorbar(r[x], r[f"{y}_mean"], yerr=r[f"{y}_std"] or 0, fmt="o", capsize=3,
+                    color=colours[r["objective"]], label=r["objective"])
+        ax.annotate(r["config"][:40], (r[x], r[f"{y}_mean"]), textcoords="offset points",
+                    xytext=(5, 5), fontsize=7)
+    if front:
+        idx = pareto_front([r[x] for r in pts], [r[f"{y}_mean"] for r in pts])
+        ax.step([pts[i][x] for i in idx], [pts[i][f"{y}_mean"] for i in idx], where="post",
+                color="grey", linestyle="--", label="Pareto front")
+    if y == "retention":
+        ax.axhline(1.0, color="black", linewidth=0.8, linestyle=":")
+    xs = [r[x] for r in pts]
+    if min(xs) > 0 and max(xs) / min(xs) > 20:
+        ax.set_xscale("log")
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))  # one legend entry per label
+    ax.legend(unique.values(), unique.keys(), fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.margins(x=0.15, y=0.15)
+    fig.tight_layout()
+    _save(fig, path)
+    return True
+
+
+def _bars(ax: Any, groups: dict[str, dict[str, list[float]]], legend: str,
+          teachers: list[float]) -> None:
+    """Grouped bars: one group per outer key, one bar per inner key, mean ± sample std."""
+    inner = list(dict.fromkeys(k for g in groups.values() for k in g))
+    width = 0.8 / len(inner)
+    lows, highs = [], [*teachers]
+    for i, name in enumerate(inner):
+        xs, means, stds = [], [], []
+        for g, bars in enumerate(groups.values()):
+            if vals := bars.get(name):
+                xs.append(g + (i - (len(inner) - 1) / 2) * width)
+                means.append(statistics.mean(vals))
+                stds.append(statistics.stdev(vals) if len(vals) > 1 else 0.0)
+        ax.bar(xs, means, width, yerr=stds, capsize=3, label=name)
+        lows += [m - s for m, s in zip(means, stds, strict=True)]
+        highs += [m + s for m, s in zip(means, stds, strict=True)]
+    for i, score in enumerate(teachers):
+        ax.axhline(score, color="black", linestyle="--", linewidth=0.8,
+                   label="teacher" if i == 0 else None)
+    ax.set_xticks(range(len(groups)), list(groups), fontsize=8)
+    # bars from 0 would hide differences of a point or two
+    ax.set_ylim(max(0.0, min(lows) - 0.05), max(highs) + 0.03)
+    ax.legend(title=legend, fontsize=8)
+
+
+def _objectives_plot(rows: list[dict[str, Any]], path: Path) -> bool:
+    """Scores of all seeds pooled by student and objective, and by temperature if it varies."""
+    students = sorted((r for r in rows if r["kind"] == "student"),
+                      key=lambda r: (r["objective"], r["temperature"] or 0.0))
+    if not any(s is not None for r in students for s in r["scores"]):
+        return False
+    by_objective: dict[str, dict[str, list[float]]] = {}
+    by_temperature: dict[str, dict[str, list[float]]] = {}
+    for r in students:
+        scores = [s for s in r["scores"] if s is not None]
+        by_objective.setdefault(f"{r['task']}\n{r['model']}", {}).setdefault(
+            r["objective"], []).extend(scores)
+        by_temperature.setdefault(r["objective"], {}).setdefault(
+            f"T={r['temperature']}", []).extend(scores)
+    teachers = sorted({r["score_mean"] for r in rows
+                       if r["kind"] == "teacher" and r["score_mean"] is not None})
+    panels = [(by_objective, "objective")]
+    if len({r["temperature"] for r in students}) > 1:
+        panels.append((by_temperature, "temperature"))
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels) + 1, 4.5),
+                             squeeze=False)
+    for ax, (groups, legend) in zip(axes[0], panels, strict=True):
+        _bars(ax, groups, legend, teachers)
+        ax.set_title(f"mean dev score by {legend}, all seeds pooled", fontsize=9)
+    axes[0][0].set_ylabel("dev score")
+    fig.tight_layout()
+    _save(fig, path)
+    return True
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def _pm(row: dict[str, Any], key: str, spec: str) -> str:
+    mean, std = row.get(f"{key}_mean"), row.get(f"{key}_std")
+    if mean is None:
+        return ""
+    return f"{mean:{spec}} ± {std:{spec}}" if std is not None else format(mean, spec)
+
+
+def _params(n: int | None) -> str:
+    return "" if n is None else f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
+
+
+_COLUMNS = [("config", lambda r: r["config"]), ("task", lambda r: r["task"] or ""),
+            ("student", lambda r: r["model"] or ""), ("params", lambda r: _params(r["params"])),
+            ("objective", lambda r: r["objective"]),
+            ("T", lambda r: _fmt(r.get("temperature"), "g")),
+            ("α_kd", lambda r: _fmt(r.get("alpha_kd"), "g")),
+            ("score", lambda r: _pm(r, "score", ".4f")), ("n", lambda r: str(r["score_n"])),
+            ("retention", lambda r: _pm(r, "retention", ".3f")),
+            ("agreement", lambda r: _pm(r, "agreement", ".3f")),
+            ("ms/ex b=1", lambda r: _fmt(r.get("latency_ms_b1"), ".2f")),
+            ("ex/s b=32", lambda r: _fmt(r.get("throughput_b32"), ".1f")),
+            ("train s", lambda r: _fmt(r.get("train_seconds_mean"), ".0f"))]
+CSV_FIELDS = ["kind", "config", "task", "model", "params", "objective", "temperature",
+              "alpha_kd", *(f"{k}_{s}" for k in ("score", "retention", "agreement",
+                                                "train_seconds") for s in ("mean", "std", "n")),
+              "latency_ms_b1", "throughput_b32", "seeds", "model_dir", "jobs"]
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_csv(rows: list[dict[str, Any]]) -> str:
+    """The table's rows, machine-readable: separate mean/std/n columns, full precision."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ";".join(map(str, v)) if isinstance(v, list) else v
+                         for k, v in row.items()})
+    return buf.getvalue()
+
+
+def render_markdown(rows: list[dict[str, Any]], jobs: list[dict[str, Any]], common: set[str],
+                    meta: dict[str, str], plots: dict[str, bool], notes: list[str]) -> str:
+    """``report.md``: header, results table, failed jobs, plots and latency notes."""
+    lines = ["# litdistill report", ""] + [f"- **{k}**: {v}" for k, v in meta.items()]
+    shared = " ".join(sorted(common)) or "(none)"
+    lines += [f"- **overrides common to every finished job**: `{shared}`",
+              "", "## Results", "",
+              "Dev-set score, retention (student / teacher score) and agreement with the "
+              "teacher (classification: same predicted class; regression: Pearson r) are "
+              "mean ± sample std over seeds (n); latency and throughput are per model.", "",
+              "| " + " | ".join(h for h, _ in _COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+    lines += ["| " + " | ".join(_cell(get(r)) for _, get in _COLUMNS) + " |" for r in rows]
+    failed = [j for j in jobs if not (j.get("status") == "ok" and j.get("student"))]
+    lines += ["", f"## Failed jobs ({len(failed)})", ""]
+    for job in failed:
+        own = " ".join(o for o in config_key(job.get("overrides") or []) if o not in common)
+        error = (job.get("error") or "status ok but no student entry").strip().splitlines()
+        lines.append(f"- `{job['job_dir']}` `{own or '(defaults)'}`: {_cell(error[0])}")
+    if not failed:
+        lines.append("None.")
+    lines += ["", "## Plots", ""]
+    for name, title in PLOTS.items():
+        lines.append(f"![{title}]({name}.png)" if plots[name]
+                     else f"- {title}: skipped, no data for it.")
+        lines.append("")
+    if notes:
+        lines += ["## Latency notes", "", *(f"- {n}" for n in notes), ""]
+    return "\n".join(lines)
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Temp file in the same folder, then a rename: readers never see half a report."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def report(dirs: list[Path], out: Path, latency: bool = True, threads: int = 1,
+           repeats: int = 20, command: str = "litdistill-report") -> dict[str, Any]:
+    """Read the sweeps in ``dirs``, measure latency, write report.md/csv and plots to ``out``.
+
+    Returns:
+        ``rows`` (teacher references, then configurations), ``jobs``, ``plots`` (name ->
+        written) and ``notes``.
+
+    Raises:
+        ReportError: A folder is missing or holds no results.json, or bad ``threads``/``repeats``.
+    """
+    if threads < 1 or repeats < 1:
+        raise ReportError("--threads and --repeats must be at least 1")
+    jobs = find_jobs(dirs)
+    rows, common = build_rows(jobs)
+    if latency:
+        notes = measure_rows(rows, threads, repeats)
+        how = (f"measured by this report, one model at a time, torch threads={threads}: "
+               f"median of {repeats} batch-1 calls (after 3 warm-up) and of "
+               f"{max(3, repeats // 3)} batch-32 calls, {len(TEXTS)} fixed English sentences "
+               f"(max_length {MAX_LENGTH}); one exported student per configuration")
+    else:
+        notes, how = [], "not measured (--no-latency)"
+    out.mkdir(parents=True, exist_ok=True)
+    plots = {
+        "score_vs_params": _points_plot(rows, "params", "score", "parameters", "dev score",
+                                        out / "score_vs_params.png", front=True),
+        "score_vs_latency": _points_plot(rows, "latency_ms_b1", "score",
+                                         "CPU latency, ms per example (batch 1)", "dev score",
+                                         out / "score_vs_latency.png", front=True),
+        "retention_vs_params": _points_plot(rows, "params", "retention", "parameters",
+                                            "retention (student / teacher score)",
+                                            out / "retention_vs_params.png", front=False),
+        "objectives": _objectives_plot(rows, out / "objectives.png")}
+    for name, written in plots.items():
+        if not written:  # an old plot from an earlier report would no longer match the table
+            (out / f"{name}.png").unlink(missing_ok=True)
+    meta = {"sweeps": ", ".join(f"`{d.resolve()}`" for d in dirs),
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "machine": f"{_cpu_name()}, {os.cpu_count()} logical CPUs, {platform.platform()}, "
+                       f"Python {platform.python_version()}, torch {version('torch')}",
+            "latency": how, "command": f"`{command}`",
+            "jobs": f"{len(jobs)} ({sum(r['kind'] == 'student' for r in rows)} configurations)"}
+    _write_text(out / "report.csv", render_csv(rows))
+    _write_text(out / "report.md", render_markdown(rows, jobs, common, meta, plots, notes))
+    return {"rows": rows, "jobs": jobs, "plots": plots, "notes": notes}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``litdistill-report SWEEP_DIR [SWEEP_DIR...] [--out DIR] [--no-latency]``."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(
+        prog="litdistill-report", description="Table, CSV and plots of finished sweeps, with "
+        "every model's CPU latency measured by the report itself.")
+    parser.add_argument("sweep_dirs", nargs="+", type=Path,
+                        help="multirun/<stamp>/ folders or single job folders")
+    parser.add_argument("--out", type=Path, help="output folder (default: the first SWEEP_DIR)")
+    parser.add_argument("--no-latency", action="store_true", help="skip the latency timing")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads while timing (default 1: least disturbed by load)")
+    parser.add_argument("--repeats", type=int, default=20,
+                        help="timed batch-1 calls per model (default 20; batch 32: a third)")
+    args = parser.parse_args(argv)
+    out = args.out or args.sweep_dirs[0]
+    try:
+        result = report(args.sweep_dirs, out, latency=not args.no_latency, threads=args.threads,
+                        repeats=args.repeats, command=shlex.join(["litdistill-report", *argv]))
+    except LitDistillError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    failed = sum(not (j.get("status") == "ok" and j.get("student")) for j in result["jobs"])
+    print(f"{len(result['jobs'])} jobs, {failed} failed; wrote {out}/report.md, report.csv "
+          f"and {sum(result['plots'].values())} plots")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Teacher logits computed once, stored on disk, shared by every job and sweep that needs them.
+
+A frozen teacher in eval mode is a deterministic function of its weights and its input
+tokens, so its logits on a dataset split can be computed once and read back by every
+student of a sweep instead of being recomputed every step of every epoch of every job. An
+entry is keyed by a hash of everything the logits depend on: the teacher's weights (file
+hashes, or the tensors of a randomly initialised teacher), and the tokenized split's own
+cache key (task, split, dataset file sha256, tokenizer state, max length, truncation,
+subsampling). A changed input gives a new key, never a stale hit.
+
+Layout: ``<root>/<key>/logits.npy`` (float16, ``[rows, num_labels]``, row ``i`` = row ``i``
+of the tokenized split) and ``meta.json``. fp16 keeps 3 significant digits, which changes a
+KD loss by about 1e-3 relative and never flips a prediction except exact near-ties.
+Entries are written into a temp folder and renamed (a crashed writer leaves no entry), under
+a file lock per key (concurrent jobs compute an entry once; the others wait and read it).
+
+Only logits are cached: intermediate objectives (hidden states, attention maps) need the
+teacher live, since their tensors are ``rows x layers x tokens x width`` (gigabytes for
+SST-2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from filelock import FileLock
+from torch import Tensor, nn
+
+from litdistill.atomic import sha256_file
+from litdistill.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+MODES = ("off", "read", "write", "auto")
+FORMAT = 1
+_WEIGHT_FILES = ("*.safetensors", "*.bin", "config.json")
+
+
+def check_mode(mode: str) -> str:
+    """Validate ``cache=off|read|write|auto``."""
+    if mode not in MODES:
+        raise ConfigError(f"teacher_cache={mode!r}: use one of {', '.join(MODES)}")
+    return mode
+
+
+def weights_fingerprint(folder: str | Path | None, model: nn.Module | None = None) -> str:
+    """Hash of a teacher's weights: its files when it has a folder, else its tensors.
+
+    Args:
+        folder: A ``save_pretrained`` folder (weight files and config hashed), or None.
+        model: The built model, hashed tensor by tensor when there is no folder (a random
+            teacher built from a config and a seed).
+    """
+    digest = hashlib.sha256()
+    if folder is not None and Path(folder).is_dir():
+        files = sorted(f for pattern in _WEIGHT_FILES for f in Path(folder).glob(pattern))
+        for file in files:
+            digest.update(f"{file.name}:{sha256_file(file)}".encode())
+        return digest.hexdigest()
+    if model is None:
+        raise ValueError("a teacher without a weights folder must be built to be hashed")
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def entry_key(teacher: str, split_key: str) -> str:
+    """Cache key of one split's teacher logits (teacher hash x tokenized split key)."""
+    parts = {"format": FORMAT, "teacher": teacher, "split": split_key}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+class TeacherCache:
+    """Teacher logits on disk, one entry per (teacher, tokenized split).
+
+    Args:
+        root: Folder of the entries (shared by jobs and sweeps).
+        mode: ``off`` (never touch it), ``read`` (entries must exist), ``write`` (recompute
+            and replace), ``auto`` (read when present, else compute and write).
+    """
+
+    def __init__(self, root: str | Path, mode: str = "auto") -> None:
+        self.root = Path(root).expanduser()
+        self.mode = check_mode(mode)
+
+    def _dir(self, key: str) -> Path:
+        return self.root / key
+
+    def load(self, key: str, rows: int) -> np.ndarray | None:
+        """The entry's logits, or None when absent or not a complete entry for ``rows``."""
+        folder = self._dir(key)
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+            logits = np.load(folder / "logits.npy", mmap_mode="r")
+        except (OSError, ValueError):
+            return None
+        if meta.get("format") != FORMAT or logits.shape[0] != rows:
+            log.warning("teacher cache %s does not match (%s rows, expected %d); ignoring it",
+                        folder, logits.shape[0], rows)
+            return None
+        return np.asarray(logits)
+
+    def has(self, key: str, rows: int) -> bool:
+        """Whether a complete entry exists (reads only the header)."""
+        return self.load(key, rows) is not None
+
+    def get(self, key: str, rows: int, compute: Callable[[], np.ndarray],
+            meta: dict[str, Any]) -> np.ndarray:
+        """Read the entry, or compute it once and store it (as the mode allows).
+
+        Args:
+            key: :func:`entry_key`.
+            rows: Rows the split has (a mismatching entry is ignored).
+            compute: Returns ``[rows, num_labels]`` float logits (runs the teacher).
+            meta: Written beside the logits (teacher name, params, split...).
+
+        Raises:
+            ConfigError: ``mode=read`` and the entry is missing.
+        """
+        if self.mode == "off":
+            return compute()
+        if self.mode in ("read", "auto") and (hit := self.load(key, rows)) is not None:
+            return hit
+        if self.mode == "read":
+            raise ConfigError(
+                f"teacher_cache=read but {self._dir(key)} holds no teacher logits for this "
+                "teacher and split; run once with teacher_cache=auto (or write) to fill it")
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self._dir(key)) + ".lock"):
+            # Another job may have written it while this one waited for the lock.
+            if self.mode == "auto" and (hit := self.load(key, rows)) is not None:
+                return hit
+            logits = np.asarray(compute(), dtype=np.float16)
+            if logits.shape[0] != rows:
+                raise RuntimeError(f"teacher produced {logits.shape[0]} rows, expected {rows}")
+            self._write(key, logits, meta)
+        return self.load(key, rows)
+
+    def _write(self, key: str, logits: np.ndarray, meta: dict[str, Any]) -> None:
+        dest = self._dir(key)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=self.root))
+        try:
+            np.save(tmp / "logits.npy", logits)
+            meta = {"format": FORMAT, "rows": logits.shape[0],
+                    "num_labels": logits.shape[1], "dtype": "float16", **meta}
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+            if dest.exists():  # mode=write replaces an entry; readers hold memory copies
+                shutil.rmtree(dest)
+            tmp.rename(dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def meta(self, key: str) -> dict[str, Any]:
+        """The entry's meta.json ({} when absent)."""
+        try:
+            return json.loads((self._dir(key) / "meta.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+
+@torch.no_grad()
+def run_teacher(teacher: nn.Module, batches: Iterable[tuple[list[int], dict[str, Tensor]]],
+                rows: int, device: torch.device | str = "cpu") -> np.ndarray:
+    """Teacher logits for every row of a split, in row order.
+
+    Args:
+        teacher: The teacher (put in eval mode here: no dropout, deterministic).
+        batches: ``(row positions, padded inputs)`` pairs covering every row once.
+        rows: Rows in the split.
+        device: Where to run it.
+
+    Returns:
+        ``[rows, num_labels]`` float32 logits.
+    """
+    teacher.eval().to(device)
+    out: np.ndarray | None = None
+    for positions, inputs in batches:
+        logits = teacher(**{k: v.to(device) for k, v in inputs.items()}).logits.float().cpu()
+        if out is None:
+            out = np.zeros((rows, logits.shape[-1]), dtype=np.float32)
+        out[positions] = logits.numpy()
+    if out is None:
+        raise ValueError("no rows to run the teacher on")
+    return out

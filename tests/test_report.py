@@ -1,0 +1,196 @@
+"""``litdistill-report`` on a hand-built sweep folder: table, CSV, plots, failures, latency."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from litdistill import report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+COMMON = ["data.max_train_samples=16", "paths.cache_dir=/somewhere/cache",
+          "hydra.job.chdir=false"]
+# Two configurations x 3 seeds with known scores, one single-seed configuration whose student
+# folder is gone, a failed job and a killed one.
+KD = {"overrides": ["distill=kd", "distill.temperature=4"], "choices": {"distill": "kd"},
+      "distill": {"temperature": 4.0, "alpha_kd": 0.5, "alpha_task": 0.5},
+      "scores": [0.81, 0.83, 0.86], "agreement": [0.90, 0.92, 0.95]}
+NONE = {"overrides": ["distill=none"], "choices": {"distill": "none"},
+        "distill": {"temperature": 1.0, "alpha_kd": 0.0, "alpha_task": 1.0},
+        "scores": [0.70, 0.74, 0.71], "agreement": [0.80, 0.85, 0.83]}
+GONE = {"overrides": ["distill=kd", "distill.temperature=1"], "choices": {"distill": "kd"},
+        "distill": {"temperature": 1.0, "alpha_kd": 0.5, "alpha_task": 0.5},
+        "scores": [0.77], "agreement": [0.88]}
+TEACHER_SCORE = 0.9
+ERROR = "ConfigError: teacher vocabulary (30522) != student vocabulary (100)"
+
+
+def _save_tiny(folder: Path, tokenizer_dir: Path) -> int:
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    tokenizer = BertTokenizer.from_pretrained(tokenizer_dir)
+    model = BertForSequenceClassification(BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128, num_labels=2))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return sum(p.numel() for p in model.parameters())
+
+
+def _write_job(job_dir: Path, results: dict, overrides: list[str]) -> None:
+    (job_dir / ".hydra").mkdir(parents=True)
+    (job_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    (job_dir / "results.json").write_text(json.dumps(results))
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory, word_tokenizer_dir: Path) -> Path:
+    root = tmp_path_factory.mktemp("report")
+    sweep_dir = root / "multirun" / "2025-01-01_00-00-00"
+    teacher_dir = root / "teacher"
+    params = _save_tiny(teacher_dir, word_tokenizer_dir)
+    num = 0
+    for config in (KD, NONE, GONE):
+        for seed, (score, agreement) in enumerate(zip(config["scores"], config["agreement"])):
+            job_dir = sweep_dir / str(num)
+            overrides = [*COMMON, *config["overrides"], f"seed={seed}"]
+            student_dir = job_dir / "student"
+            if config is not GONE:
+                _save_tiny(student_dir, word_tokenizer_dir)
+            results = {
+                "status": "ok", "error": None, "task": "sst2", "metric_names": ["accuracy"],
+                "overrides": overrides, "choices": config["choices"], "seed": seed,
+                "distill": config["distill"], "retention": score / TEACHER_SCORE,
+                "student": {"name": "tiny-student", "params": params, "score": score,
+                            "metrics": {"accuracy": score}, "agreement": agreement},
+                "teacher": {"name": "tiny-teacher", "params": params, "score": TEACHER_SCORE,
+                            "metrics": {"accuracy": TEACHER_SCORE}, "path": str(teacher_dir)},
+                "train_seconds": 10.0 + seed, "student_dir": str(student_dir),
+                "global_step": 4, "epochs": 1}
+            if (config, seed) == (NONE, 1):  # an older file: no choices, overrides, agreement
+                for key in ("choices", "overrides"):
+                    del results[key]
+                del results["student"]["agreement"]
+            _write_job(job_dir, results, overrides)
+            num += 1
+    _write_job(sweep_dir / str(num), {
+        "status": "failed", "error": ERROR + "\n  at line 2 of the traceback", "task": "sst2",
+        "overrides": [*COMMON, "teacher=pretrained", "seed=0"], "student": None,
+        "teacher": None, "retention": None}, [*COMMON, "teacher=pretrained", "seed=0"])
+    killed = sweep_dir / str(num + 1)  # started (Hydra wrote .hydra/) but never finished
+    (killed / ".hydra").mkdir(parents=True)
+    (killed / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["student=big", "seed=0"]))
+    assert report.main([str(sweep_dir), "--repeats", "2"]) == 0
+    return sweep_dir
+
+
+def _csv(folder: Path) -> list[dict[str, str]]:
+    with (folder / "report.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def _row(rows: list[dict[str, str]], config: str) -> dict[str, str]:
+    (row,) = [r for r in rows if r["kind"] == "student" and r["config"] == config]
+    return row
+
+
+def test_csv_holds_mean_sample_std_and_n_per_configuration(sweep: Path) -> None:
+    rows = _csv(sweep)
+    for config, label in ((KD, "distill.temperature=4 distill=kd"), (NONE, "distill=none")):
+        row = _row(rows, label)
+        assert float(row["score_mean"]) == statistics.mean(config["scores"])
+        assert float(row["score_std"]) == statistics.stdev(config["scores"])
+        assert int(row["score_n"]) == 3
+        assert row["seeds"] == "0;1;2"
+        retention = [s / TEACHER_SCORE for s in config["scores"]]
+        assert float(row["retention_mean"]) == pytest.approx(statistics.mean(retention))
+    assert float(_row(rows, "distill.temperature=4 distill=kd")["temperature"]) == 4.0
+    assert _row(rows, "distill=none")["objective"] == "none"
+    # the old file (seed 1) has no agreement: the mean is over the seeds that have it
+    none = _row(rows, "distill=none")
+    assert int(none["agreement_n"]) == 2
+    assert float(none["agreement_mean"]) == statistics.mean(NONE["agreement"][::2])
+    gone = _row(rows, "distill.temperature=1 distill=kd")
+    assert (gone["score_n"], gone["score_std"]) == ("1", "")
+
+
+def test_teacher_reference_row_is_deduplicated_and_timed(sweep: Path) -> None:
+    teachers = [r for r in _csv(sweep) if r["kind"] == "teacher"]
+    assert len(teachers) == 1
+    assert float(teachers[0]["score_mean"]) == TEACHER_SCORE
+    assert float(teachers[0]["latency_ms_b1"]) > 0
+    assert float(teachers[0]["throughput_b32"]) > 0
+
+
+def test_latency_measured_for_students_and_blank_when_folder_missing(sweep: Path) -> None:
+    rows = _csv(sweep)
+    assert float(_row(rows, "distill=none")["latency_ms_b1"]) > 0
+    assert _row(rows, "distill.temperature=1 distill=kd")["latency_ms_b1"] == ""
+    md = (sweep / "report.md").read_text()
+    assert "## Latency notes" in md and "is missing; latency left blank" in md
+    assert "threads=1" in md and "torch" in md
+
+
+def test_markdown_table_failed_jobs_and_plots(sweep: Path) -> None:
+    md = (sweep / "report.md").read_text()
+    assert "| distill.temperature=4 distill=kd | sst2 | tiny-student |" in md
+    kd = KD["scores"]
+    assert f"{statistics.mean(kd):.4f} ± {statistics.stdev(kd):.4f} | 3 |" in md
+    assert "| 0.7700 | 1 |" in md  # a single seed: no "± std"
+    assert "teacher (reference)" in md
+    assert "## Failed jobs (2)" in md
+    assert f"`{sweep / '7'}` `teacher=pretrained`: {ERROR}" in md  # jobs 0-6 are ok
+    assert "line 2 of the traceback" not in md
+    assert f"`{sweep / '8'}` `student=big`: no results.json (still running, or killed)" in md
+    assert "litdistill-report " in md and "--repeats 2" in md
+    for name in report.PLOTS:
+        png = sweep / f"{name}.png"
+        assert f"]({name}.png)" in md
+        assert png.stat().st_size > 1000 and png.read_bytes()[:8] == PNG_MAGIC
+    assert not list(sweep.glob(".*tmp*"))  # temp files renamed away
+
+
+def test_no_latency_skips_timing_and_latency_plot(sweep: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert report.main([str(sweep), "--out", str(out), "--no-latency"]) == 0
+    rows = _csv(out)
+    assert all(r["latency_ms_b1"] == "" for r in rows)
+    md = (out / "report.md").read_text()
+    assert "not measured (--no-latency)" in md
+    assert "score vs CPU latency (batch 1): skipped" in md
+    assert not (out / "score_vs_latency.png").exists()
+    assert (out / "score_vs_params.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_bad_input_exits_2_with_a_clear_message(tmp_path: Path, capsys) -> None:
+    assert report.main([str(tmp_path / "nope")]) == 2
+    assert "nope: no such folder" in capsys.readouterr().err
+    (tmp_path / "empty" / "0").mkdir(parents=True)
+    assert report.main([str(tmp_path / "empty"), "--no-latency"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no results.json under it" in err
+    assert not (tmp_path / "empty" / "report.md").exists()
+
+
+def test_config_key_drops_seed_hydra_and_paths() -> None:
+    key = report.config_key(["seed=3", "+seed=4", "hydra.job.chdir=false", "paths.x=1",
+                             "hydra/launcher=joblib", "distill=kd", "student.hidden=32"])
+    assert key == ("distill=kd", "student.hidden=32")
+
+
+def test_pareto_front_hand_example() -> None:
+    """Cost/score pairs; the front climbs in score as cost grows.
+
+    a (1, .60) front: cheapest.  b (2, .55) beaten by a.  c (3, .70) front.
+    d (3, .65) beaten by c (same cost).  e (5, .70) beaten by c (same score, costlier).
+    f (8, .90) front.  g (8, .90) duplicate of f: only the first kept.
+    """
+    costs = [1, 2, 3, 3, 5, 8, 8]
+    scores = [0.60, 0.55, 0.70, 0.65, 0.70, 0.90, 0.90]
+    assert report.pareto_front(costs, scores) == [0, 2, 5]
+    assert report.pareto_front([], []) == []
