@@ -149,11 +149,21 @@ def test_ddp_inside_multirun_is_refused(tmp_path, tiny_glue):
 
 
 @pytest.mark.parametrize("logger", ["csv", "tensorboard", "wandb"])
-def test_loggers_write_offline_and_finish(make_cfg, tmp_path, logger):
+def test_loggers_write_offline_and_finish(make_cfg, tmp_path, logger, monkeypatch):
     """Each logger writes into the run dir; W&B runs offline and is closed after the job."""
     import wandb
 
-    results = train(make_cfg("teacher=tiny", "distill=kd", f"logger={logger}",
+    from litdistill import train as train_module
+
+    summary, real_finish = {}, train_module._finish_wandb
+
+    def finish_and_keep_summary() -> None:
+        if wandb.run is not None:
+            summary.update(dict(wandb.run.summary), group=wandb.run.group)
+        real_finish()
+
+    monkeypatch.setattr(train_module, "_finish_wandb", finish_and_keep_summary)
+    results = train(make_cfg("teacher=tiny", "distill=kd", f"logger={logger}", "group=g1",
                              "trainer.log_every_n_steps=1"))
     assert results["status"] == "ok"
     run = tmp_path / "run"
@@ -164,6 +174,9 @@ def test_loggers_write_offline_and_finish(make_cfg, tmp_path, logger):
     else:
         assert list((run / "wandb").glob("offline-run-*"))
         assert wandb.run is None
+        # summary = results.json, flattened; the run sits in its sweep's group
+        assert summary["student/score"] == results["student"]["score"]
+        assert summary["status"] == "ok" and summary["group"] == "g1"
 
 
 def test_wandb_mode_never_waits_without_a_key(monkeypatch):
@@ -186,3 +199,25 @@ def test_experiment_values_override_defaults(make_cfg):
     # The demo's baseline: distill=none must really switch KD off under the experiment.
     assert make_cfg("experiment=demo_student", "distill=none").distill.alpha_kd == 0.0
     assert make_cfg("experiment=demo_student").distill.alpha_kd > 0.0
+
+
+def test_bf16_autocast_live_teacher_and_fixed_padding_run_on_cpu(make_cfg, tmp_path):
+    """The GPU path's code on CPU: bf16 autocast with a live (bf16) teacher, and padding every
+    batch to max_length (the padding benchmark's baseline)."""
+    results = train(make_cfg("teacher=tiny", "distill=kd", "teacher_cache=off",
+                             "trainer.precision=bf16-mixed", "data.padding=max_length",
+                             "data.max_length=24"))
+    assert results["status"] == "ok" and 0.0 <= results["student"]["score"] <= 1.0
+    assert results["teacher_cache"]["mode"] == "off"
+
+
+def test_bad_padding_is_refused(make_cfg, no_weights):
+    with pytest.raises(ConfigError, match="data.padding"):
+        train(make_cfg("data.padding=dynamic"))
+
+
+@pytest.mark.slow
+def test_compiled_student_trains_and_exports(make_cfg, tmp_path):
+    results = train(make_cfg("compile=true", "teacher=tiny", "distill=kd"))
+    assert results["status"] == "ok"
+    assert (tmp_path / "run" / "student" / "model.safetensors").is_file()

@@ -46,12 +46,14 @@ class DualCollator:
     Args:
         tokenizer: The student's tokenizer.
         teacher_tokenizer: The teacher's tokenizer.
+        **padding: ``padding``/``max_length`` of both collators.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase,
-                 teacher_tokenizer: PreTrainedTokenizerBase) -> None:
-        self.student = DataCollatorWithPadding(tokenizer, return_tensors="pt")
-        self.teacher = DataCollatorWithPadding(teacher_tokenizer, return_tensors="pt")
+                 teacher_tokenizer: PreTrainedTokenizerBase, **padding: Any) -> None:
+        self.student = DataCollatorWithPadding(tokenizer, return_tensors="pt", **padding)
+        self.teacher = DataCollatorWithPadding(teacher_tokenizer, return_tensors="pt",
+                                               **padding)
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         n = len(TEACHER_PREFIX)

@@ -86,6 +86,9 @@ class GlueDataModule(L.LightningDataModule):
         cache_dir: Where tokenized splits are cached (None: no cache).
         separate_tokenizers: Allow a teacher whose vocabulary differs from the student's:
             each example is tokenized twice (logit-level KD only).
+        padding: ``longest`` (dynamic: each batch to its longest row) or ``max_length``
+            (every batch to ``max_length``, as TinyBERT's and HF run_glue's scripts do; only
+            for comparisons, see benchmarks/padding.py).
     """
 
     def __init__(
@@ -104,8 +107,12 @@ class GlueDataModule(L.LightningDataModule):
         seed: int = 42,
         cache_dir: str | None = None,
         separate_tokenizers: bool = False,
+        padding: str = "longest",
     ) -> None:
         super().__init__()
+        if padding not in ("longest", "max_length"):
+            raise ConfigError(f"data.padding={padding!r}: use longest or max_length")
+        self.padding = padding
         self.separate_tokenizers = separate_tokenizers
         self.task = task
         self.glue_dir = Path(glue_dir).expanduser() if glue_dir else None
@@ -124,6 +131,7 @@ class GlueDataModule(L.LightningDataModule):
         self.teacher_tokenizer: PreTrainedTokenizerBase | None = None
         self.raw: dict[str, datasets.Dataset] = {}
         self._source_ids: dict[str, str] = {}
+        self._subsampled: set[str] = set()  # splits cut to a seeded subset
         self.splits: dict[str, datasets.Dataset] = {}
         self.teacher_logits: dict[str, np.ndarray] = {}  # split -> [rows, labels] (row order)
 
@@ -234,6 +242,7 @@ class GlueDataModule(L.LightningDataModule):
         limit = self.max_train_samples if split == "train" else self.max_eval_samples
         if limit is None or limit >= len(ds):
             return ds
+        self._subsampled.add(split)
         # A seeded random subset, not the first rows: several GLUE files are ordered by source.
         return ds.select(sorted(random.Random(self.seed).sample(range(len(ds)), limit)))
 
@@ -259,8 +268,9 @@ class GlueDataModule(L.LightningDataModule):
             "tokenizer": tokenizer_fingerprint(self.tokenizer), "max_length": self.max_length,
             "teacher_tokenizer": tokenizer_fingerprint(self.teacher_tokenizer)
             if self.teacher_tokenizer is not None else None,
-            # The seed matters only when a subset is drawn: seeds of a sweep share entries.
-            "subsample": [limit, self.seed] if limit is not None else None,
+            # The seed matters only when a subset is drawn: the seeds of a sweep over a full
+            # split share one tokenized split and one set of teacher logits.
+            "subsample": [limit, self.seed] if split in self._subsampled else None,
             "labels": self.task.label_names,
         }
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
@@ -358,9 +368,10 @@ class GlueDataModule(L.LightningDataModule):
     # ---------------------------------------------------------------------- loaders
     def _collate(self) -> LogitsCollator:
         # Dynamic padding: each batch is padded to its own longest sequence only.
+        pad = {"padding": self.padding, "max_length": self.max_length}
         if self.teacher_tokenizer is not None:
-            return LogitsCollator(DualCollator(self.tokenizer, self.teacher_tokenizer))
-        return LogitsCollator(DataCollatorWithPadding(self.tokenizer, return_tensors="pt"))
+            return LogitsCollator(DualCollator(self.tokenizer, self.teacher_tokenizer, **pad))
+        return LogitsCollator(DataCollatorWithPadding(self.tokenizer, return_tensors="pt", **pad))
 
     def _loader(self, split: str, batch_size: int, train: bool) -> DataLoader:
         ds = self.splits[split].remove_columns(["length"])

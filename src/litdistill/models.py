@@ -178,8 +178,11 @@ class Pretrained(ModelSpec):
             log.info("%s has no sequence-classification head: adding a freshly initialised "
                      "one with %d output(s) (fine-tune it before using it as a teacher)",
                      self.name, num_labels)
+        # fp32 master weights whatever the checkpoint's dtype (transformers 5 would keep an
+        # fp16/bf16 checkpoint in half precision); autocast handles mixed precision.
         model = AutoModelForSequenceClassification.from_pretrained(
-            self.path, num_labels=num_labels, problem_type=_problem_type(regression), **kwargs)
+            self.path, num_labels=num_labels, problem_type=_problem_type(regression),
+            dtype=torch.float32, **kwargs)
         return model
 
 

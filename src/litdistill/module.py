@@ -172,8 +172,18 @@ class DistillationModule(L.LightningModule):
                 if p.requires_grad and not n.startswith("teacher.")]
 
     def _teacher_logits(self, inputs: dict[str, Tensor]) -> Tensor:
-        with torch.no_grad():
-            return self.teacher(**inputs).logits
+        # inference_mode skips autograd bookkeeping entirely; the clone outside it makes a
+        # normal tensor that the KL term may save for backward. float(): a bf16 teacher.
+        with torch.inference_mode():
+            logits = self.teacher(**inputs).logits
+        return logits.float().clone()
+
+    def on_fit_start(self) -> None:
+        """Under bf16 autocast run a live teacher in bf16: half the weight memory, and its
+        matmuls run in bf16 anyway."""
+        if self.teacher is not None and str(self.trainer.precision).startswith("bf16") \
+                and self.intermediate is None:
+            self.teacher.to(torch.bfloat16)
 
     # ------------------------------------------------------------------ steps
     @staticmethod
@@ -234,13 +244,13 @@ class DistillationModule(L.LightningModule):
         attentions = hidden and self.intermediate.needs_attentions and "attention" in w["terms"]
         s_out = self._forward(self.student, inputs, hidden, attentions)
         t_out = None
-        if self.teacher is not None and (hidden or (w["alpha_kd"] and t_logits is None)):
-            # no_grad rather than inference_mode: the KL term saves teacher probabilities
-            # for backward, which inference tensors are not allowed to be.
+        if self.teacher is not None and hidden:
+            # no_grad, not inference_mode: intermediate terms keep teacher tensors for backward.
             with torch.no_grad():
                 t_out = self._forward(self.teacher, t_inputs, hidden, attentions)
-        if t_logits is None and t_out is not None:
-            t_logits = t_out.logits
+            t_logits = t_out.logits if t_logits is None else t_logits
+        elif self.teacher is not None and w["alpha_kd"] and t_logits is None:
+            t_logits = self._teacher_logits(t_inputs)
         losses = distillation_loss(
             s_out.logits, t_logits if w["alpha_kd"] else None,
             labels, regression=self.task.is_regression, temperature=w["temperature"],
@@ -321,7 +331,14 @@ class DistillationModule(L.LightningModule):
             {"params": [p for n, p in params if not n.endswith(_NO_DECAY)]},
             {"params": [p for n, p in params if n.endswith(_NO_DECAY)], "weight_decay": 0.0},
         ]
-        optimizer = self.optimizer_factory([g for g in groups if g["params"]])
+        groups = [g for g in groups if g["params"]]
+        optimizer = None
+        if self.device.type == "cuda":
+            try:  # one fused kernel per step instead of a loop over parameter tensors
+                optimizer = self.optimizer_factory(groups, fused=True)
+            except (TypeError, RuntimeError):
+                optimizer = None
+        optimizer = optimizer or self.optimizer_factory(groups)
         if self.phases:
             return {"optimizer": optimizer,
                     "lr_scheduler": {"scheduler": self._phase_schedule(optimizer),

@@ -15,6 +15,7 @@ import csv
 import datetime
 import io
 import json
+import logging
 import math
 import os
 import platform
@@ -28,8 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 from litdistill.errors import LitDistillError
+
+log = logging.getLogger(__name__)
 
 # Fixed latency inputs, 3 to ~45 words, so every model sees the same tokens and padding.
 TEXTS = [
@@ -565,3 +570,26 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class ReportCallback(Callback):
+    """Hydra callback: write the sweep's report when a ``--multirun`` ends (see
+    ``conf/experiment/student_sizes.yaml``), so one command gives jobs and report.
+
+    Args:
+        latency: Measure every model's CPU latency.
+        threads: torch threads while timing.
+    """
+
+    def __init__(self, latency: bool = True, threads: int = 1) -> None:
+        self.latency, self.threads = latency, threads
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep = Path(config.hydra.sweep.dir)
+        try:
+            result = report([sweep], sweep, latency=self.latency, threads=self.threads,
+                            command=f"litdistill-report {sweep}")
+        except LitDistillError as err:
+            log.error("no report for %s: %s", sweep, err)
+            return
+        log.info("report of %d jobs: %s", len(result["jobs"]), sweep / "report.md")

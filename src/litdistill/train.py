@@ -25,6 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from litdistill import atomic
@@ -51,7 +52,9 @@ def check_launch(cfg: DictConfig) -> None:
     """Refuse Lightning ``ddp`` inside a basic/joblib multirun.
 
     Measured on lightning 2.6.6 + hydra 1.3.8: Lightning relaunches ``sys.argv`` for each
-    extra rank, so the child re-runs the whole sweep (basic launcher) or crashes (joblib).
+    extra rank, so the child re-runs the whole sweep (basic launcher) or crashes (joblib, and
+    submitit's local executor, whose extra rank re-runs ``submitit.core._submit``). Under
+    SLURM each rank is a task SLURM started, which is what Lightning expects.
     """
     trainer = cfg.trainer
     strategy = str(trainer.get("strategy", "auto"))
@@ -62,12 +65,12 @@ def check_launch(cfg: DictConfig) -> None:
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return
     launcher = str(HydraConfig.get().launcher.get("_target_", ""))
-    if "submitit" not in launcher.lower():
+    if not launcher.endswith(".SlurmLauncher"):
         raise LaunchError(
             f"trainer.strategy={strategy} with several devices cannot run inside a --multirun "
-            "with the basic or joblib launcher (each rank would relaunch the sweep); use one "
-            "device per job (hardware=cpu/gpu), strategy=ddp_spawn, or hydra/launcher="
-            "submitit_slurm"
+            "with the basic, joblib or submitit-local launcher (each rank would relaunch the "
+            "sweep); use one device per job (hardware=cpu/gpu), strategy=ddp_spawn, or "
+            "hydra/launcher=slurm (one SLURM task per GPU)"
         )
 
 
@@ -168,7 +171,9 @@ def _device(cfg: DictConfig) -> torch.device:
     """Where this process's model runs (for the teacher pass before the trainer starts)."""
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        # SLURM sets SLURM_LOCALID per task before Lightning sets LOCAL_RANK.
+        rank = os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0))
+        return torch.device("cuda", int(rank))
     return torch.device("cpu")
 
 
@@ -287,6 +292,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                                      teacher_model=teacher)
         if teacher is not None and not live:
             teacher = None  # batches carry the teacher's logits: free its weights
+        if cfg.get("compile"):
+            # In place (keeps state_dict keys); dynamic: every batch has its own length.
+            for model in (student, teacher):
+                if model is not None:
+                    model.compile(dynamic=True)
         module = distill(student=student, teacher=teacher, task=task,
                          cached_teacher=teacher_spec is not None,
                          optimizer=instantiate(cfg.optimizer),
@@ -342,6 +352,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             for logger in loggers:
                 logger.log_metrics({"results/student_score": s_entry["score"] or 0.0,
                                     "results/retention": retention or 0.0})
+                if isinstance(logger, WandbLogger):
+                    # The run's summary is results.json, flat, so dashboards filter on it.
+                    logger.experiment.summary.update(
+                        {k: v for k, v in _flatten(results).items() if v is not None})
             atomic.write_json(output_dir / "results.json", results)
         return results
     except BaseException as err:

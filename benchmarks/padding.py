@@ -1,0 +1,147 @@
+"""Dynamic padding + length-grouped batches vs padding every batch to 128 tokens.
+
+Two ``litdistill.train.train(cfg)`` runs of one SST-2 epoch on the same model and data, same
+seed and learning rate, differing only in batching:
+
+* dynamic: ``data.padding=longest data.group_by_length=true`` (the project default: each
+  batch padded to its longest row, rows of similar length batched together);
+* fixed: ``data.padding=max_length data.group_by_length=false`` (every batch padded to
+  ``data.max_length=128``, shuffled without grouping, as TinyBERT's and HF run_glue's scripts).
+
+The model is plain fine-tuning (``teacher=none distill=none``) of a student cut from the
+teacher's layers (``student=from_teacher student.source=<teacher folder>``), so the figure is
+about padding alone. Reported: the epoch's training time (a callback times epoch start to
+the start of the end-of-epoch validation, GPU-synchronised), the validation pass, the whole
+``train()`` (``train_seconds``), and dev accuracy (the full dev set unless
+``--eval-samples``). Tokenization is done once up front into a fresh cache, outside timing.
+
+Goals: fixed / dynamic epoch time >= 3x; dev accuracy of both within 0.5 points (a single
+seed: expect about +-1 point of seed noise on SST-2's 872 dev sentences, so read the
+accuracy comparison with ``--repeats`` > 1 or several seeds).
+
+Run (from the repository root, ``GLUE_DIR`` set)::
+
+    python benchmarks/padding.py --quick                                  # check (~1 min)
+    python benchmarks/padding.py --threads 2 --train-samples 2000 --out padding_cpu.json
+    python benchmarks/padding.py --device cuda --precision bf16 --out padding_gpu.json
+    # GPU, mpnet_base random init, 6-layer student (accuracies not meaningful then)
+    python benchmarks/padding.py --device cuda --precision bf16 --teacher <mpnet folder> \
+        --random-init --student-layers 0,2,4,6,8,10 --out padding_gpu_mpnet.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from typing import Any
+
+from common import (
+    add_common_args,
+    console,
+    load_classifier,
+    median,
+    parse_layers,
+    prepare_tokenized,
+    run_train,
+    save_classifier,
+    setup,
+    table,
+    teacher_path,
+    train_overrides,
+    workdir,
+    write_out,
+)
+from transformers import AutoConfig
+
+from litdistill.models import load_tokenizer
+
+VARIANTS = {
+    "dynamic": ["data.padding=longest", "data.group_by_length=true"],
+    "fixed128": ["data.padding=max_length", "data.group_by_length=false"],
+}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(parser)
+    parser.add_argument("--train-samples", type=int, default=None,
+                        help="SST-2 training rows (default: all 67,349 on GPU, 2000 on CPU)")
+    parser.add_argument("--eval-samples", type=int, default=None,
+                        help="dev rows (default: all 872)")
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=None,
+                        help="optimizer.lr (default: conf/optimizer/adamw.yaml's)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of each variant, alternating; medians are compared")
+    parser.add_argument("--compile", action="store_true", help="compile=true (GPU)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp run folders")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.train_samples = args.train_samples or 256
+        args.eval_samples = args.eval_samples or 128
+    if args.train_samples is None and args.device == "cpu":
+        args.train_samples = 2000
+    info = setup(args, "padding: dynamic + length-grouped vs fixed 128 tokens")
+
+    work = workdir("padding")
+    source = teacher_path(args.teacher)
+    if args.random_init:  # a folder that train(cfg) can cut the student from
+        source = save_classifier(load_classifier(source, True), load_tokenizer(str(source)),
+                                 work / "random_init")
+    layers = parse_layers(args.student_layers, AutoConfig.from_pretrained(source)
+                          .num_hidden_layers)
+    data_cache = work / "tokenized"
+    prepare_tokenized(args, source, data_cache, args.train_samples, args.eval_samples)
+    base = train_overrides(args, work / "cache", data_cache) + [
+        "teacher=none", "student=from_teacher", f"student.source={source}",
+        f"student.layers=[{','.join(map(str, layers))}]", "distill=none",
+        f"data.max_length={args.max_length}",
+        f"data.max_train_samples={args.train_samples or 'null'}",
+        f"data.max_eval_samples={args.eval_samples or 'null'}",
+    ]
+    if args.lr is not None:
+        base.append(f"optimizer.lr={args.lr}")
+    console.print(f"student: layers {layers} of {source}; train rows: "
+                  f"{args.train_samples or 'all'}; dev rows: {args.eval_samples or 'all'}; "
+                  f"work dir {work}")
+
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
+    for rep in range(args.repeats):
+        for name, extra in VARIANTS.items():
+            console.rule(f"{name} (run {rep + 1}/{args.repeats})")
+            result = run_train(base + extra, work / "runs" / f"{name}-{rep}")
+            runs[name].append(result)
+            console.print(f"{name}: epoch {result['epoch_seconds']:.1f} s, "
+                          f"dev accuracy {result['score']:.4f}")
+
+    summary = {name: {"epoch_seconds": median([r["epoch_seconds"] for r in rs]),
+                      "val_seconds": median([sum(r["val_seconds"]) for r in rs]),
+                      "train_seconds": median([r["train_seconds"] for r in rs]),
+                      "dev_accuracy": median([r["score"] for r in rs]),
+                      "steps": rs[0]["steps"]} for name, rs in runs.items()}
+    dyn, fixed = summary["dynamic"], summary["fixed128"]
+    speedup = fixed["epoch_seconds"] / dyn["epoch_seconds"]
+    gap = 100 * (dyn["dev_accuracy"] - fixed["dev_accuracy"])
+    table("one SST-2 epoch (medians of runs)",
+          ["batching", "epoch s", "steps", "val s", "train() s", "dev acc"],
+          [[name, f"{s['epoch_seconds']:.1f}", s["steps"], f"{s['val_seconds']:.1f}",
+            f"{s['train_seconds']:.1f}", f"{s['dev_accuracy']:.4f}"]
+           for name, s in summary.items()])
+    console.print(f"epoch speedup of dynamic padding: {speedup:.2f}x "
+                  f"({'meets' if speedup >= 3 else 'MISSES'} the goal >= 3x); "
+                  f"dev accuracy dynamic - fixed = {gap:+.2f} points "
+                  f"({'within' if abs(gap) <= 0.5 else 'NOT within'} 0.5)")
+    results = {"source": str(source), "student_layers": layers, "random_init": args.random_init,
+               "train_samples": args.train_samples, "eval_samples": args.eval_samples,
+               "max_length": args.max_length, "runs": runs, "summary": summary,
+               "speedup": speedup, "accuracy_gap_points": gap,
+               "goals": {"speedup": 3.0, "accuracy_points": 0.5},
+               "meets_speedup": speedup >= 3.0, "meets_accuracy": abs(gap) <= 0.5}
+    write_out(args.out, "padding", info, args, results)
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()
