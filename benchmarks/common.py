@@ -38,8 +38,8 @@ for _pattern in (r".*module\(s\) in eval mode.*", r".*does not have many workers
 
 
 # ----------------------------------------------------------------------------- arguments
-def add_common_args(parser: argparse.ArgumentParser, pair: bool = True) -> None:
-    """Options every script takes (``pair``: also the teacher/student options)."""
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """Options every script takes: device, precision, threads, data, teacher/student."""
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--precision", choices=("32", "bf16"), default="32",
                         help="32: fp32; bf16: bf16 autocast (training) / bf16 weights "
@@ -52,15 +52,14 @@ def add_common_args(parser: argparse.ArgumentParser, pair: bool = True) -> None:
     parser.add_argument("--glue-dir", default=os.environ.get("GLUE_DIR"),
                         help="GLUE folder (<dir>/SST-2/{train,dev}.tsv); default $GLUE_DIR")
     parser.add_argument("--seed", type=int, default=42)
-    if pair:
-        parser.add_argument("--teacher", default=None,
-                            help="teacher folder (save_pretrained); default: zoo minilm_l6")
-        parser.add_argument("--random-init", action="store_true",
-                            help="build the teacher from its config.json without reading "
-                                 "weights (same compute; for machines without the weights)")
-        parser.add_argument("--student-layers", default=None,
-                            help="teacher layers the student keeps, e.g. 0,2,4 (default: "
-                                 "every other one: 0,2,4 of 6; 0,2,...,10 of 12)")
+    parser.add_argument("--teacher", default=None,
+                        help="teacher folder (save_pretrained); default: zoo minilm_l6")
+    parser.add_argument("--random-init", action="store_true",
+                        help="build the teacher from its config.json without reading weights "
+                             "(same compute; for machines without the weights)")
+    parser.add_argument("--student-layers", default=None,
+                        help="teacher layers the student keeps, e.g. 0,2,4 (default: every "
+                             "other one: 0,2,4 of 6; 0,2,...,10 of 12)")
 
 
 def setup(args: argparse.Namespace, title: str) -> dict[str, Any]:
@@ -255,7 +254,9 @@ def load_classifier(path: Path, random_init: bool, num_labels: int = 2) -> nn.Mo
         config = AutoConfig.from_pretrained(path, num_labels=num_labels)
         config.architectures = None
         return AutoModelForSequenceClassification.from_config(config)
-    return AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
+    # fp32 whatever the checkpoint's dtype (transformers 5 keeps a half checkpoint in half).
+    return AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels,
+                                                              dtype=torch.float32)
 
 
 def default_layers(num_layers: int) -> list[int]:
@@ -344,13 +345,15 @@ def hardware_override(device: str, precision: str) -> str:
     return "hardware=gpu_bf16" if precision == "bf16" else "hardware=gpu"
 
 
-def train_overrides(args: argparse.Namespace, cache_dir: Path, data_cache: Path) -> list[str]:
+def train_overrides(args: argparse.Namespace, cache_dir: Path, data_cache: Path,
+                    epochs: int = 1) -> list[str]:
     """Overrides every ``train(cfg)`` run of a benchmark shares: SST-2 from ``--glue-dir``,
-    one epoch, no logger, no checkpoints, no progress bar, no sanity check, fresh caches."""
+    ``epochs`` epochs, no logger, no checkpoints, no progress bar, no sanity check, the
+    given caches (``paths.cache_dir``: the teacher cache lives in its ``teacher/``)."""
     overrides = [
         "task=sst2", f"data.glue_dir={args.glue_dir}", hardware_override(args.device,
                                                                          args.precision),
-        "logger=none", "callbacks=none", "trainer.max_epochs=1",
+        "logger=none", "callbacks=none", f"trainer.max_epochs={epochs}",
         "trainer.enable_model_summary=false", "++trainer.enable_progress_bar=false",
         "trainer.num_sanity_val_steps=0", "skip_done=false", f"seed={args.seed}",
         f"paths.cache_dir={cache_dir}", f"data.cache_dir={data_cache}",
@@ -390,9 +393,20 @@ def run_train(overrides: list[str], run_dir: Path) -> dict[str, Any]:
         "epoch_seconds": round(sum(timer.train_epochs), 3) if timer else None,
         "val_seconds": [round(v, 3) for v in timer.val_passes] if timer else None,
         "steps": sum(timer.steps) if timer else None,
+        # the module's own per-epoch timing, where src records it in results.json
+        "results_epoch_seconds": results.get("epoch_seconds"),
         "score": student.get("score"), "student_params": student.get("params"),
         "teacher_cache": results.get("teacher_cache"),
     }
+
+
+def warm_up(overrides: list[str], run_dir: Path) -> None:
+    """A short untimed ``train(cfg)`` run (4 training and 2 dev batches) so that the first
+    timed run does not pay the process's one-off costs (CUDA context, kernel selection,
+    allocator growth, lazy imports) alone."""
+    console.print("untimed warm-up run (4 training batches)")
+    run_train([*overrides, "trainer.limit_train_batches=4", "trainer.limit_val_batches=2"],
+              run_dir)
 
 
 def prepare_tokenized(args: argparse.Namespace, tokenizer_folder: Path, data_cache: Path,

@@ -2,7 +2,7 @@
 
 Both sides do the same work on the same models and the same fixed list of batches: a frozen
 teacher's forward (inference mode), the student's forward, ``distillation_loss`` (KD at T=2
-+ cross-entropy, 0.5/0.5), backward, AdamW step (same parameter groups; fused on CUDA),
++ cross-entropy, 0.5/0.5), backward, AdamW step (same parameter groups; fused),
 zero_grad; host-to-device copies of each batch; bf16 autocast (and a bf16 teacher, as the
 module's ``on_fit_start`` does) under ``--precision bf16``. The Lightning side is a
 ``litdistill.module.DistillationModule`` with the live teacher in ``trainer.fit`` (no logger,
@@ -24,9 +24,14 @@ Run (from the repository root; ``GLUE_DIR`` = folder with ``SST-2/train.tsv``)::
     python benchmarks/overhead.py --quick
     # CPU: zoo minilm_l6 (6 layers) -> 3-layer student
     python benchmarks/overhead.py --threads 2 --out overhead_cpu.json
-    # GPU: mpnet_base (12 layers, random init from its config.json) -> 6 layers
-    python benchmarks/overhead.py --device cuda --teacher <mpnet_base folder> --random-init \
-        --student-layers 0,2,4,6,8,10 --precision bf16 --compile --out overhead_gpu.json
+    # GPU: mpnet_base (12 layers, random init from its config.json) -> 6 layers; fp32, bf16,
+    # bf16 + compile (about 2 min each on an H100; allow >= 5 min with --compile: the first
+    # run's warm-up compiles, and a short smoke run did not finish compiling in 120 s)
+    M="--teacher <mpnet_base folder> --random-init --student-layers 0,2,4,6,8,10"
+    python benchmarks/overhead.py --device cuda $M --out overhead_gpu_fp32.json
+    python benchmarks/overhead.py --device cuda $M --precision bf16 --out overhead_gpu_bf16.json
+    TORCH_LOGS=recompiles python benchmarks/overhead.py --device cuda $M --precision bf16 \
+        --compile --warmup 40 --out overhead_gpu_bf16_compile.json
 """
 
 from __future__ import annotations
@@ -62,7 +67,7 @@ TEMPERATURE, ALPHA_KD, ALPHA_TASK = 2.0, 0.5, 0.5
 
 
 def optimizer_factory(lr: float) -> Any:
-    """AdamW as conf/optimizer/adamw.yaml (the module adds ``fused=True`` itself on CUDA)."""
+    """AdamW as conf/optimizer/adamw.yaml (the module adds ``fused=True`` itself)."""
     return functools.partial(torch.optim.AdamW, lr=lr, weight_decay=0.01)
 
 
@@ -71,8 +76,8 @@ def make_optimizer(student: torch.nn.Module, lr: float, device: str) -> torch.op
     params = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
     groups = [{"params": [p for n, p in params if not n.endswith(_NO_DECAY)]},
               {"params": [p for n, p in params if n.endswith(_NO_DECAY)], "weight_decay": 0.0}]
-    extra = {"fused": True} if device == "cuda" else {}
-    return optimizer_factory(lr)(groups, **extra)
+    # fused, as the module's configure_optimizers picks (no clipping here, so on every device)
+    return optimizer_factory(lr)(groups, fused=True)
 
 
 def run_loop(pair: Pair, batches: list[dict[str, torch.Tensor]], args: argparse.Namespace,
@@ -141,7 +146,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, default=None,
                         help="timed steps per run (default: 200 on GPU, 20 on CPU)")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="runs of each side, alternating (default 3; --quick: 1)")
+                        help="runs of each side, alternating (default 5 on GPU, 3 on CPU; "
+                             "--quick: 1)")
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--clip-grad", type=float, default=0.0,
                         help="clip the gradient norm on both sides (0: off, as the brief)")
@@ -154,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                  args.repeats or 1)
     warmup = args.warmup if args.warmup is not None else (20 if gpu else 3)
     steps = args.steps or (200 if gpu else 20)
-    repeats = args.repeats or 3
+    repeats = args.repeats or (5 if gpu else 3)
     info = setup(args, "framework overhead: Lightning KD step vs hand-written loop")
 
     pair = build_pair(args)

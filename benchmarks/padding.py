@@ -13,7 +13,8 @@ teacher's layers (``student=from_teacher student.source=<teacher folder>``), so 
 about padding alone. Reported: the epoch's training time (a callback times epoch start to
 the start of the end-of-epoch validation, GPU-synchronised), the validation pass, the whole
 ``train()`` (``train_seconds``), and dev accuracy (the full dev set unless
-``--eval-samples``). Tokenization is done once up front into a fresh cache, outside timing.
+``--eval-samples``). Tokenization is done once up front into a fresh cache, outside timing,
+and a short untimed warm-up run goes first (one-off CUDA and allocator costs).
 
 Goals: fixed / dynamic epoch time >= 3x; dev accuracy of both within 0.5 points (a single
 seed: expect about +-1 point of seed noise on SST-2's 872 dev sentences, so read the
@@ -48,6 +49,7 @@ from common import (
     table,
     teacher_path,
     train_overrides,
+    warm_up,
     workdir,
     write_out,
 )
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{args.train_samples or 'all'}; dev rows: {args.eval_samples or 'all'}; "
                   f"work dir {work}")
 
+    warm_up(base + VARIANTS["dynamic"], work / "runs" / "warm-up")
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
     for rep in range(args.repeats):
         for name, extra in VARIANTS.items():

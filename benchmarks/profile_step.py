@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import shutil
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -132,8 +133,8 @@ class Window(L.Callback):
         self.prof, self.warmup, self.last = prof, warmup, last
         self.backward = _Range("backward")
         self.seconds = 0.0
-        self.unprofiled: list[float] = []
-        self._t = 0.0
+        self.unprofiled: float | None = None  # seconds per step before profiling
+        self._t = self._start = 0.0
 
     def on_before_backward(self, trainer: L.Trainer, module: L.LightningModule,
                            loss: torch.Tensor) -> None:
@@ -144,19 +145,21 @@ class Window(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
+        # Synchronise only at the window's edges, so the host may run ahead as usual.
+        if batch_idx not in (1, self.warmup - 1, self.last):
+            return
         sync(module.device)
         now = time.perf_counter()
-        if 2 <= batch_idx < self.warmup:
-            self.unprofiled.append(now - self._t)
+        if batch_idx == 1:
+            self._t = now
         if batch_idx == self.warmup - 1:
+            if batch_idx > 1:  # steps 2..warmup-1, without the profiler
+                self.unprofiled = (now - self._t) / (batch_idx - 1)
             self.prof.start()
-            now = time.perf_counter()
+            self._start = time.perf_counter()
         elif batch_idx == self.last:
             self.prof.stop()
             self.seconds = now - self._start
-        if batch_idx == self.warmup - 1:
-            self._start = now
-        self._t = now
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -177,11 +180,19 @@ def _named_ancestor(event: Any) -> str:
 def analyse(prof: profile, wall_s: float, steps: int, gpu: bool) -> dict[str, Any]:
     """Exclusive host time per named range, syncs, GPU busy share."""
     events = prof.events()
-    main = Counter(e.thread for e in events if e.name == "training_step").most_common(1)
+    cpu = torch.autograd.DeviceType.CPU
+    # Host ops only: on GPU the ranges also appear as device-side annotations.
+    host = [e for e in events if e.device_type == cpu]
+    main = Counter(e.thread for e in host if e.name == "training_step").most_common(1)
     main_thread = main[0][0] if main else None
     exclusive: dict[str, float] = defaultdict(float)
+    gpu_ms: dict[str, float] = defaultdict(float)
     syncs: Counter[tuple[str, str]] = Counter()
-    for e in events:
+    for e in host:
+        kernels_us = sum(k.duration for k in getattr(e, "kernels", []))
+        if kernels_us:  # a kernel belongs to the innermost range around its launch
+            where = e.name if e.name in NAMED else _named_ancestor(e)
+            gpu_ms["backward" if e.thread != main_thread else where] += kernels_us / 1e3
         if e.thread != main_thread:
             continue
         if e.name in NAMED:
@@ -204,12 +215,11 @@ def analyse(prof: profile, wall_s: float, steps: int, gpu: bool) -> dict[str, An
               "syncs_per_step": {f"{op} in {where}": n / steps
                                  for (op, where), n in syncs.most_common()}}
     if gpu:
-        busy_us = sum(e.self_device_time_total for e in events
-                      if e.device_type == torch.autograd.DeviceType.CUDA)
+        kernels = [e for e in events if e.device_type != cpu and e.name not in NAMED
+                   and not getattr(e, "is_user_annotation", False)]
+        busy_us = sum(e.self_device_time_total for e in kernels)
         result["gpu_kernel_busy_share"] = busy_us / 1e6 / wall_s
-        result["gpu_ms_per_range"] = {
-            name: sum(e.device_time_total for e in events if e.name == name) / 1e3 / steps
-            for name in NAMED}
+        result["gpu_ms_per_range"] = {k: v / steps for k, v in gpu_ms.items()}
     return result
 
 
@@ -270,7 +280,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         enable_checkpointing=False, enable_progress_bar=args.progress_bar,
         enable_model_summary=False, callbacks=[window], default_root_dir=str(work))
     trainer.fit(module, datamodule=datamodule)
-
+    console.print(f"profiled {args.steps} steps in {window.seconds:.1f} s; analysing the trace")
+    started = time.perf_counter()
     result = analyse(prof, window.seconds, args.steps, gpu)
     sort_keys = ["self_cpu_time_total"] + (["self_device_time_total"] if gpu else [])
     tops = {}
@@ -279,17 +290,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         console.print(f"[bold]top {args.top} ops by {key}")
         console.print(text, highlight=False, markup=False)
         tops[key] = text
+    console.print(f"analysis took {time.perf_counter() - started:.1f} s")
     if args.trace:
         prof.export_chrome_trace(str(args.trace))
         console.print(f"wrote {args.trace}")
-    unprofiled = (1000 * sum(window.unprofiled) / len(window.unprofiled)
-                  if window.unprofiled else None)
+    unprofiled = 1000 * window.unprofiled if window.unprofiled else None
     result["unprofiled_ms_per_step"] = unprofiled
     table(f"host time per step over {args.steps} profiled steps "
           f"({result['ms_per_step']:.1f} ms/step profiled"
           + (f", {unprofiled:.1f} unprofiled)" if unprofiled else ")"),
           ["range", "kind", "ms/step", "share"]
-          + (["GPU ms/step (kernels launched inside)"] if gpu else []),
+          + (["GPU kernel ms/step"] if gpu else []),
           [[r["range"], r["kind"], f"{r['ms_per_step']:.2f}", f"{r['share']:.1%}"]
            + ([f"{result['gpu_ms_per_range'].get(r['key'], 0.0):.2f}"] if gpu else [])
            for r in result["ranges"]])
@@ -301,6 +312,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{k}: {v:.2f}" for k, v in result["syncs_per_step"].items()) or "none"))
     result["top_ops"] = tops
     write_out(args.out, "profile_step", info, args, result)
+    shutil.rmtree(work, ignore_errors=True)  # tokenized cache and CSV logs of this run
     return result
 
 

@@ -164,7 +164,7 @@ def memory_worker(folder: Path, texts_file: Path, threads: int | None, bf16: boo
     texts = json.loads(texts_file.read_text())
     tokenizer = load_tokenizer(str(folder))
     before = peak_rss_mb()  # after the imports and the tokenizer
-    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32)
     if bf16:
         model.to(torch.bfloat16)
     for batch_size in (1, 32):

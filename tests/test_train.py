@@ -34,6 +34,8 @@ def test_kd_run_writes_complete_results(make_cfg, tmp_path):
         assert 0.0 <= entry["score"] <= 1.0 and entry["params"] > 0
     assert 0.0 <= on_disk["student"]["agreement"] <= 1.0
     assert on_disk["teacher"]["path"] is None  # a random teacher has no weights folder
+    assert len(on_disk["epoch_seconds"]) == 1 and 0 < on_disk["epoch_seconds"][0] < \
+        on_disk["train_seconds"]
     assert on_disk["retention"] == pytest.approx(
         on_disk["student"]["score"] / on_disk["teacher"]["score"])
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()

@@ -4,7 +4,8 @@
 #   GLUE_DIR=../shared/data/glue bash experiments/glue_minilm/run.sh
 # Knobs: HARDWARE (cpu | gpu | gpu_bf16), LITDISTILL_JOBS (parallel jobs), INIT (the teachers'
 # starting weights: zoo name or folder), PARALLEL_TASKS, OUT (run folder), SEEDS_SMALL, EPOCHS, TASKS, and
-# RESULTS (where the table and plots go), EXTRA (more overrides, e.g. EXTRA="data.max_train_samples=64 teacher_gate=null" to smoke-test).
+# RESULTS (where the table and plots go), TEACHER_EXTRA / STUDENT_EXTRA (overrides of one
+# stage), EXTRA (overrides of both, e.g. EXTRA="data.max_train_samples=64 teacher_gate=null" to smoke-test).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -21,14 +22,15 @@ common=(experiment=glue_minilm "hardware=${HARDWARE:-cpu}" hydra/launcher=parall
 TASKS=${TASKS:-cola sst2 mrpc stsb rte}
 $PY -m litdistill.train --multirun "${common[@]}" teacher=none student=pretrained \
   "student.name_or_path=$INIT" distill=none "task=${TASKS// /,}" \
-  hydra.sweep.dir="$OUT/teachers"
+  hydra.sweep.dir="$OUT/teachers" ${TEACHER_EXTRA:-}
 students() {  # one task's sweep: 2 students x 3 objectives x seeds, from that task's teacher
   local task=$1 seeds=1 teacher
   case $task in mrpc|stsb|rte) seeds=$SEEDS_SMALL ;; esac
   teacher=$(dirname "$(grep -l "\"task\": \"$task\"" "$OUT"/teachers/*/results.json)")
   $PY -m litdistill.train --multirun "${common[@]}" "task=$task" \
     teacher=pretrained "teacher.name_or_path=$teacher/student" \
-    student=minilm_3l,minilm_2l distill=none,kd,pkd "seed=$seeds" hydra.sweep.dir="$OUT/$task"
+    student=minilm_3l,minilm_2l distill=none,kd,pkd "seed=$seeds" hydra.sweep.dir="$OUT/$task" \
+    ${STUDENT_EXTRA:-}
 }
 for task in $TASKS; do
   # PARALLEL_TASKS=1: the five sweeps side by side (a GPU that small jobs leave mostly idle)

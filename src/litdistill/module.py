@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -136,6 +137,8 @@ class DistillationModule(L.LightningModule):
         self.phases = [dict(p) for p in phases or []]
         self.schedules = {k: dict(v) for k, v in (schedules or {}).items()}
         self.phase_starts: list[tuple[int, str]] = []  # (global step, phase) as entered
+        self.epoch_seconds: list[float] = []  # wall time of each training epoch (no eval)
+        self._epoch_start: float | None = None
         self.intermediate = None
         if terms:
             if teacher is None:
@@ -225,7 +228,22 @@ class DistillationModule(L.LightningModule):
                                          self.schedules.get(n), progress) for n in active}
         return weights
 
+    def _end_epoch_timer(self) -> None:
+        if self._epoch_start is not None:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.epoch_seconds.append(round(time.perf_counter() - self._epoch_start, 3))
+            self._epoch_start = None
+
+    def on_validation_epoch_start(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._end_epoch_timer()  # validation inside a training epoch is not training time
+
+    def on_train_epoch_end(self) -> None:
+        self._end_epoch_timer()
+
     def on_train_epoch_start(self) -> None:
+        self._epoch_start = time.perf_counter()
         phase = self.current_phase()
         if phase and (not self.phase_starts or self.phase_starts[-1][1] != phase["name"]):
             self.phase_starts.append((self.global_step, phase["name"]))
@@ -265,7 +283,11 @@ class DistillationModule(L.LightningModule):
         logged = {f"train/{k}": v.detach() for k, v in losses.items()}
         if self.schedules or self.phases:
             logged["train/temperature"] = torch.tensor(float(w["temperature"]))
-        self.log_dict(logged, on_step=True, on_epoch=False, batch_size=labels.shape[0])
+        every = self.trainer.log_every_n_steps if self._trainer is not None else 1
+        if every and (self.global_step + 1) % every == 0:
+            # Only the steps Lightning writes: log_dict costs ~2.7 ms of host time per call,
+            # 4.4% of a launch-bound GPU step (benchmarks/profile_step.py).
+            self.log_dict(logged, on_step=True, on_epoch=False, batch_size=labels.shape[0])
         return losses["loss"]
 
     def _predictions(self, logits: Tensor) -> Tensor:
@@ -332,13 +354,17 @@ class DistillationModule(L.LightningModule):
             {"params": [p for n, p in params if n.endswith(_NO_DECAY)], "weight_decay": 0.0},
         ]
         groups = [g for g in groups if g["params"]]
-        optimizer = None
-        if self.device.type == "cuda":
-            try:  # one fused kernel per step instead of a loop over parameter tensors
-                optimizer = self.optimizer_factory(groups, fused=True)
-            except (TypeError, RuntimeError):
-                optimizer = None
-        optimizer = optimizer or self.optimizer_factory(groups)
+        # Fused AdamW: one kernel per step instead of a loop over parameter tensors (measured
+        # 3.7x faster optimizer steps on CPU, where the step is 12-16% of a KD step). Lightning
+        # refuses to clip the gradients of an optimizer that unscales them itself (fused)
+        # under mixed precision, even bf16: foreach kernels then.
+        clips = bool(self._trainer is not None and self.trainer.gradient_clip_val)
+        mixed = self._trainer is not None and "mixed" in str(self.trainer.precision)
+        try:
+            optimizer = self.optimizer_factory(
+                groups, **({"foreach": True} if clips and mixed else {"fused": True}))
+        except (TypeError, RuntimeError):  # an optimizer without these options
+            optimizer = self.optimizer_factory(groups)
         if self.phases:
             return {"optimizer": optimizer,
                     "lr_scheduler": {"scheduler": self._phase_schedule(optimizer),

@@ -348,6 +348,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 best_checkpoint=best or None, student_dir=str(student_dir),
                 global_step=trainer.global_step, epochs=trainer.current_epoch,
                 phase_starts=[list(p) for p in module.phase_starts],
+                epoch_seconds=module.epoch_seconds,
             )
             for logger in loggers:
                 logger.log_metrics({"results/student_score": s_entry["score"] or 0.0,
