@@ -51,10 +51,14 @@ def test_minilm_fine_tune_steps_lower_the_loss():
 
 
 def test_demo_pipeline_end_to_end(tmp_path: Path):
-    """The three demo stages on a small slice: table rows, plot and results are written."""
+    """The three demo stages on a small slice: table rows, plot and results are written.
+
+    64 sentences and one epoch leave the teacher near the majority class, which the teacher
+    gate would (rightly) refuse to distil from: the gate is off for this plumbing test.
+    """
     summary = run_demo(tmp_path / "runs", tmp_path / "report", [
         "data.max_train_samples=64", "data.max_eval_samples=64", "trainer.max_epochs=1",
-        "data.max_length=32", "logger=none", "callbacks.progress_bar=null",
+        "data.max_length=32", "logger=none", "callbacks.progress_bar=null", "teacher_gate=null",
     ], threads=1)
     rows = {r["model"].split(" ")[0]: r for r in summary["rows"]}
     assert rows["teacher"]["params"] > rows["student"]["params"]

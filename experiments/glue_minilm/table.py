@@ -33,6 +33,13 @@ def _load(folder: Path) -> list[dict]:
     return jobs
 
 
+def _caps(jobs) -> str:
+    """The data-size and length overrides the jobs ran with (the table's fine print)."""
+    keys = ("data.max_train_samples", "trainer.max_epochs", "data.max_length")
+    found = sorted({o for j in jobs for o in j.get("overrides", []) if o.startswith(keys)})
+    return ", ".join(f"`{o}`" for o in found) or "none"
+
+
 def _fmt(values: list[float]) -> str:
     if not values:
         return "–"
@@ -59,6 +66,8 @@ def main(out: Path) -> str:
             params[job["choices"]["student"]] = job["student"]["params"]
     for task, job in teachers.items():
         subsets[task] = job["global_step"]
+    caps = {"teachers": _caps(teachers.values()),
+            "students": _caps(j for t in TASKS for j in _load(out / t))}
     lines = ["| model | params | " + " | ".join(HEAD[t] for t in TASKS)
              + " | mean | retention |", "|" + "---|" * (len(TASKS) + 4)]
     t_scores = {t: teachers[t]["student"]["score"] for t in TASKS if t in teachers}
@@ -74,10 +83,13 @@ def main(out: Path) -> str:
                 continue
             means = {t: statistics.mean(v.values()) for t, v in per_task.items()}
             cells = [_fmt(list(per_task[t].values())) if t in per_task else "–" for t in TASKS]
-            mean = statistics.mean(means.values())
-            retention = statistics.mean(means[t] / t_scores[t] for t in means if t_scores.get(t))
+            if set(means) == set(TASKS) and set(t_scores) == set(TASKS):
+                mean = f"{100 * statistics.mean(means.values()):.1f}"
+                retention = f"{100 * statistics.mean(means[t] / t_scores[t] for t in TASKS):.1f}%"
+            else:  # a mean over some tasks would not compare with the teacher's
+                mean = retention = "–"
             lines.append(f"| {s_name}, {o_name} | {params[student] / 1e6:.1f}M | "
-                         + " | ".join(cells) + f" | {100 * mean:.1f} | {100 * retention:.1f}% |")
+                         + " | ".join(cells) + f" | {mean} | {retention} |")
     lines += ["", "KD gain over the baseline of the same student (paired by seed, points):", "",
               "| student, objective | " + " | ".join(HEAD[t] for t in TASKS)
               + " | tasks where KD > baseline |", "|" + "---|" * (len(TASKS) + 2)]
@@ -96,9 +108,10 @@ def main(out: Path) -> str:
                 cells.append(f"{100 * statistics.mean(diffs):+.1f}" + (
                     f" ± {100 * statistics.stdev(diffs):.1f}" if len(diffs) > 1 else ""))
             lines.append(f"| {s_name}, {objective} | " + " | ".join(cells) + f" | {wins}/5 |")
-    lines += ["", "Optimizer steps of each task's teacher (batch 32; data.max_train_samples caps "
-              "SST-2 only): " + ", ".join(f"{t} {subsets[t]}" for t in TASKS if t in subsets)
-              + "."]
+    lines += ["", "Optimizer steps of each task's teacher (batch 32): "
+              + ", ".join(f"{t} {subsets[t]}" for t in TASKS if t in subsets) + ". Overrides "
+              f"beyond experiment=glue_minilm: teachers {caps['teachers']}; students "
+              f"{caps['students']}."]
     if failed:
         lines += ["", "Failed jobs:", *[f"- {f}" for f in failed]]
     return "\n".join(lines) + "\n"
