@@ -354,8 +354,8 @@ class DistillationModule(L.LightningModule):
             {"params": [p for n, p in params if n.endswith(_NO_DECAY)], "weight_decay": 0.0},
         ]
         groups = [g for g in groups if g["params"]]
-        # Fused AdamW: one kernel per step instead of a loop over parameter tensors (measured
-        # 3.7x faster optimizer steps on CPU, where the step is 12-16% of a KD step). Lightning
+        # Fused AdamW: one kernel per step instead of a loop over parameter tensors (the step
+        # fell from 12-16% to 3.7% of a CPU KD step, benchmarks/profile_step.py). Lightning
         # refuses to clip the gradients of an optimizer that unscales them itself (fused)
         # under mixed precision, even bf16: foreach kernels then.
         clips = bool(self._trainer is not None and self.trainer.gradient_clip_val)

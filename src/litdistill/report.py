@@ -32,6 +32,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from litdistill import atomic
 from litdistill.errors import LitDistillError
 
 log = logging.getLogger(__name__)
@@ -468,20 +469,6 @@ def render_markdown(rows: list[dict[str, Any]], jobs: list[dict[str, Any]], comm
     return "\n".join(lines)
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Temp file in the same folder, then a rename: readers never see half a report."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -535,8 +522,8 @@ def report(dirs: list[Path], out: Path, latency: bool = True, threads: int = 1,
                        f"Python {platform.python_version()}, torch {version('torch')}",
             "latency": how, "command": f"`{command}`",
             "jobs": f"{len(jobs)} ({sum(r['kind'] == 'student' for r in rows)} configurations)"}
-    _write_text(out / "report.csv", render_csv(rows))
-    _write_text(out / "report.md", render_markdown(rows, jobs, common, meta, plots, notes))
+    atomic.write_text(out / "report.csv", render_csv(rows))
+    atomic.write_text(out / "report.md", render_markdown(rows, jobs, common, meta, plots, notes))
     return {"rows": rows, "jobs": jobs, "plots": plots, "notes": notes}
 
 
