@@ -221,3 +221,8 @@ def test_teacher_no_better_than_majority_is_refused(make_cfg, tmp_path):
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["status"] == "failed" and "majority" in results["error"]
     assert not (tmp_path / "run" / "checkpoints").exists()  # stopped before training
+
+
+def test_bad_cache_mode_fails_before_weights(make_cfg, no_weights):
+    with pytest.raises(ConfigError, match="teacher_cache='sometimes'.*off, read, write, auto"):
+        train(make_cfg("teacher=tiny", "distill=kd", "teacher_cache=sometimes"))
