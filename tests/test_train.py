@@ -41,6 +41,28 @@ def test_kd_run_writes_complete_results(make_cfg, tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_finished_run_is_skipped_and_never_overwritten_by_another_config(make_cfg, tmp_path,
+                                                                         no_weights):
+    """A rerun of the same config returns the stored results; another config is refused.
+
+    Hydra numbers sweep jobs by position, so a changed sweep rerun into the same sweep dir
+    would put another config into a finished job's folder: it must fail, bytes untouched.
+    """
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = make_cfg("teacher=tiny", "student=tiny", "distill=kd")
+    from litdistill.train import config_sha
+
+    done = {"status": "ok", "task": "sst2", "overrides": ["distill=kd"],
+            "config_sha": config_sha(cfg)}
+    (run / "results.json").write_text(json.dumps(done))
+    before = (run / "results.json").read_bytes()
+    assert train(cfg) == done  # skipped: no_weights proves nothing was built
+    with pytest.raises(ConfigError, match="finished run of another config"):
+        train(make_cfg("teacher=tiny", "student=tiny", "distill=kd", "seed=7"))
+    assert (run / "results.json").read_bytes() == before
+
+
 def test_fine_tuning_learns_and_exports_a_pipeline_model(make_cfg, tmp_path,
                                                          word_tokenizer_dir):
     """A tiny student fine-tuned (no teacher) beats chance on the separable toy data.

@@ -154,7 +154,13 @@ def config_sha(cfg: DictConfig) -> str:
 
 
 def _finished(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
-    """The results of an earlier ok run of this very config in ``output_dir``, if any."""
+    """The results of an earlier ok run of this very config in ``output_dir``, if any.
+
+    Raises:
+        ConfigError: ``output_dir`` holds an ok run of a *different* config. Hydra numbers
+            sweep jobs by position, so rerunning a changed sweep into the same
+            ``hydra.sweep.dir`` would otherwise overwrite finished runs with other ones.
+    """
     path = output_dir / "results.json"
     if not cfg.get("skip_done") or not path.is_file():
         return None
@@ -162,9 +168,15 @@ def _finished(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
         done = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if done.get("status") == "ok" and done.get("config_sha") == config_sha(cfg):
+    if done.get("status") != "ok":
+        return None
+    if done.get("config_sha") == config_sha(cfg):
         return done
-    return None
+    raise ConfigError(
+        f"{output_dir} already holds a finished run of another config (task "
+        f"{done.get('task')}, overrides {done.get('overrides')}); not overwriting it. Use a "
+        "new hydra.sweep.dir / hydra.run.dir, delete that folder, or set skip_done=false "
+        "to overwrite it.")
 
 
 def _device(cfg: DictConfig) -> torch.device:
