@@ -194,3 +194,37 @@ def test_pareto_front_hand_example() -> None:
     scores = [0.60, 0.55, 0.70, 0.65, 0.70, 0.90, 0.90]
     assert report.pareto_front(costs, scores) == [0, 2, 5]
     assert report.pareto_front([], []) == []
+
+
+def test_plots_give_each_task_its_own_panel_and_pareto_front() -> None:
+    """Scores of different tasks do not compare, so fronts are drawn per task.
+
+    cola: a (1 param, .30), teacher (4, .50). sst2: b (2, .80), c (3, .90), d (3, .85),
+    teacher (4, .95). One front over both tasks would drop the cola teacher (beaten by c);
+    per task it is on cola's front, and d is off sst2's.
+    """
+    def row(task, kind, params, score, config):
+        return {"task": task, "kind": kind, "params": params, "score_mean": score,
+                "config": config, "objective": "kd" if kind == "student" else "teacher"}
+
+    rows = [row("cola", "teacher", 4, 0.5, "teacher (reference)"),
+            row("sst2", "teacher", 4, 0.95, "teacher (reference)"),
+            row("cola", "student", 1, 0.30, "task=cola distill=kd student=a"),
+            row("sst2", "student", 2, 0.80, "task=sst2 distill=kd student=b"),
+            row("sst2", "student", 3, 0.90, "task=sst2 distill=kd student=c"),
+            row("sst2", "student", 3, 0.85, "task=sst2 distill=kd student=d"),
+            row("mnli", "teacher", 4, 0.8, "teacher (reference)")]  # no student: no panel
+    panels = report.plot_panels(rows, "params", "score", front=True)
+    assert list(panels) == ["cola", "sst2"]
+    for task, (pts, front) in panels.items():
+        assert {r["task"] for r in pts} == {task}
+        assert sum(r["kind"] == "teacher" for r in pts) == 1
+    cola, sst2 = panels["cola"], panels["sst2"]
+    assert [cola[0][i]["config"] for i in cola[1]] == ["task=cola distill=kd student=a",
+                                                       "teacher (reference)"]
+    assert [sst2[0][i]["config"] for i in sst2[1]] == [
+        "task=sst2 distill=kd student=b", "task=sst2 distill=kd student=c",
+        "teacher (reference)"]
+    labels = report._labels(sst2[0])  # what all of a panel's points share is left out
+    assert sorted(labels.values()) == ["student=b", "student=c", "student=d"]
+    assert report.plot_panels(rows, "params", "score", front=False)["sst2"][1] == []
