@@ -20,13 +20,19 @@ common=(experiment=glue_minilm "hardware=${HARDWARE:-cpu}" hydra/launcher=parall
         ++callbacks.model_checkpoint.save_weights_only=true "~callbacks.progress_bar"
         ++trainer.enable_progress_bar=false trainer.enable_model_summary=false ${EXTRA:-})
 TASKS=${TASKS:-cola sst2 mrpc stsb rte}
+# One folder per task (not per job number), so a rerun with other TASKS finds its teachers.
 $PY -m litdistill.train --multirun "${common[@]}" teacher=none student=pretrained \
   "student.name_or_path=$INIT" distill=none "task=${TASKS// /,}" \
-  hydra.sweep.dir="$OUT/teachers" ${TEACHER_EXTRA:-}
+  hydra.sweep.dir="$OUT/teachers" 'hydra.sweep.subdir=${task.name}' ${TEACHER_EXTRA:-}
 students() {  # one task's sweep: 2 students x 3 objectives x seeds, from that task's teacher
   local task=$1 seeds=1 teacher
   case $task in mrpc|stsb|rte) seeds=$SEEDS_SMALL ;; esac
-  teacher=$(dirname "$(grep -l "\"task\": \"$task\"" "$OUT"/teachers/*/results.json)")
+  teacher=$(grep -l "\"task\": \"$task\"" "$OUT"/teachers/*/results.json | head -n1) || true
+  if [ -z "$teacher" ]; then
+    echo "error: no $task teacher in $OUT/teachers: run experiments/glue_minilm/run.sh with this OUT first" >&2
+    exit 2
+  fi
+  teacher=$(dirname "$teacher")
   $PY -m litdistill.train --multirun "${common[@]}" "task=$task" \
     teacher=pretrained "teacher.name_or_path=$teacher/student" \
     student=minilm_3l,minilm_2l distill=none,kd,pkd "seed=$seeds" hydra.sweep.dir="$OUT/$task" \

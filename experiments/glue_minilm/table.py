@@ -97,17 +97,19 @@ def main(out: Path) -> str:
         base = scores.get((student, "none"), {})
         for objective in ("kd", "pkd"):
             kd = scores.get((student, objective), {})
-            cells, wins = [], 0
+            cells, wins, compared = [], 0, 0
             for task in TASKS:
                 seeds = sorted(set(base.get(task, {})) & set(kd.get(task, {})))
                 diffs = [kd[task][s] - base[task][s] for s in seeds]
                 if not diffs:
                     cells.append("–")
                     continue
+                compared += 1
                 wins += statistics.mean(diffs) > 0
                 cells.append(f"{100 * statistics.mean(diffs):+.1f}" + (
                     f" ± {100 * statistics.stdev(diffs):.1f}" if len(diffs) > 1 else ""))
-            lines.append(f"| {s_name}, {objective} | " + " | ".join(cells) + f" | {wins}/5 |")
+            lines.append(f"| {s_name}, {objective} | " + " | ".join(cells)
+                         + f" | {wins}/{compared} |")
     lines += ["", "Optimizer steps of each task's teacher (batch 32): "
               + ", ".join(f"{t} {subsets[t]}" for t in TASKS if t in subsets) + ". Overrides "
               f"beyond experiment=glue_minilm: teachers {caps['teachers']}; students "
