@@ -62,7 +62,7 @@ def test_intermediate_terms_need_a_teacher(make_cfg, no_weights):
         train(make_cfg("distill=distilbert"))
 
 
-def test_separate_tokenizers_logit_kd(make_cfg, word_tokenizer_dir):
+def test_separate_tokenizers_logit_kd(make_cfg, word_tokenizer_dir, tmp_path):
     """A char-vocabulary teacher teaches a word-vocabulary student through its own inputs."""
     student = ["student=sized", "student.num_layers=2", "student.hidden=32", "student.heads=2",
                "student.intermediate=64", f"student.tokenizer_name={word_tokenizer_dir}"]
@@ -71,7 +71,7 @@ def test_separate_tokenizers_logit_kd(make_cfg, word_tokenizer_dir):
     assert results["status"] == "ok" and results["teacher"]["score"] is not None
     with pytest.raises(ConfigError, match="only logit-level KD"):
         train(make_cfg("teacher=tiny", *student, "distill=distilbert",
-                       "data.separate_tokenizers=true"))
+                       "data.separate_tokenizers=true", run_dir=tmp_path / "intermediate"))
 
 
 def test_dual_tokenization_batches(tiny_glue, tmp_path, word_tokenizer_dir):

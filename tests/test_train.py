@@ -61,6 +61,10 @@ def test_finished_run_is_skipped_and_never_overwritten_by_another_config(make_cf
     with pytest.raises(ConfigError, match="finished run of another config"):
         train(make_cfg("teacher=tiny", "student=tiny", "distill=kd", "seed=7"))
     assert (run / "results.json").read_bytes() == before
+    # resume=true continues in that folder on purpose (e.g. for more epochs): no refusal
+    from litdistill.train import _finished
+
+    assert _finished(make_cfg("seed=7", "resume=true"), run) is None
 
 
 def test_fine_tuning_learns_and_exports_a_pipeline_model(make_cfg, tmp_path,

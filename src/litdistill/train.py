@@ -157,9 +157,9 @@ def _finished(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
     """The results of an earlier ok run of this very config in ``output_dir``, if any.
 
     Raises:
-        ConfigError: ``output_dir`` holds an ok run of a *different* config. Hydra numbers
-            sweep jobs by position, so rerunning a changed sweep into the same
-            ``hydra.sweep.dir`` would otherwise overwrite finished runs with other ones.
+        ConfigError: ``output_dir`` holds an ok run of a *different* config and ``resume`` is
+            off. Hydra numbers sweep jobs by position, so rerunning a changed sweep into the
+            same ``hydra.sweep.dir`` would otherwise overwrite finished runs with other ones.
     """
     path = output_dir / "results.json"
     if not cfg.get("skip_done") or not path.is_file():
@@ -172,11 +172,13 @@ def _finished(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
         return None
     if done.get("config_sha") == config_sha(cfg):
         return done
+    if cfg.get("resume") not in (None, False, "false"):
+        return None  # continuing in that folder (e.g. for more epochs) is what resume is for
     raise ConfigError(
         f"{output_dir} already holds a finished run of another config (task "
         f"{done.get('task')}, overrides {done.get('overrides')}); not overwriting it. Use a "
-        "new hydra.sweep.dir / hydra.run.dir, delete that folder, or set skip_done=false "
-        "to overwrite it.")
+        "new hydra.sweep.dir / hydra.run.dir, delete that folder, set skip_done=false to "
+        "overwrite it, or resume=true to continue it.")
 
 
 def _device(cfg: DictConfig) -> torch.device:
