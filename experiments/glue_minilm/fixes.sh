@@ -11,7 +11,8 @@
 #   D full data:   a new teacher on the whole train set (3 epochs, as run.sh's but uncapped),
 #                  then distill=none,kd students on the whole train set, 3 epochs
 #   GLUE_DIR=../shared/data/glue LITDISTILL_JOBS=2 OUT=<run.sh's OUT> bash experiments/glue_minilm/fixes.sh
-# Knobs: FIXES (default "A B C D"), TASKS_A / TASKS_B / TASKS_C / TASKS_D, SEEDS_SMALL, HARDWARE,
+# Knobs: FIXES (default "A B C D"), TASKS_A / TASKS_B / TASKS_C / TASKS_D, SEEDS_SMALL (MRPC,
+# STS-B, RTE; default 1,2,3), SEEDS_LARGE (CoLA, SST-2; default 1), HARDWARE,
 # STUDENT_BUDGET, INIT (D's teacher start), EXTRA (overrides of every run), RESULTS, PY.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,7 +29,7 @@ budget=(${STUDENT_BUDGET:-data.max_train_samples=2000 trainer.max_epochs=3})
 sweep() {  # sweep <fix> <task> <teachers dir> <overrides...>: into $OUT/fixes/<fix>/<task>
   local fix=$1 task=$2 teachers=$3 seeds=1 teacher
   shift 3
-  case $task in mrpc|stsb|rte) seeds=$SEEDS_SMALL ;; esac
+  case $task in mrpc|stsb|rte) seeds=$SEEDS_SMALL ;; *) seeds=${SEEDS_LARGE:-1} ;; esac
   teacher=$(grep -l "\"task\": \"$task\"" "$teachers"/*/results.json | head -n1) || true
   if [ -z "$teacher" ]; then
     echo "error: no $task teacher in $teachers: run experiments/glue_minilm/run.sh with this OUT first" >&2
