@@ -18,7 +18,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from table import HEAD, TASKS, _fmt, _load
+from table import HEAD, TASKS, _fmt, _load, gain_cells
 
 BASELINE = "baseline (no KD)"
 
@@ -37,6 +37,11 @@ def _recipe(job: dict) -> str:
         return BASELINE
     return (f"{job['choices']['distill']} T={d.get('temperature'):g} "
             f"alpha_kd={d.get('alpha_kd'):g} alpha_task={d.get('alpha_task'):g}")
+
+
+def _students(per_task: dict[str, dict[int, tuple[float, float]]]) -> dict[str, dict[int, float]]:
+    """``task -> seed -> student score`` (drops the teacher score kept beside it)."""
+    return {t: {seed: pair[0] for seed, pair in seeds.items()} for t, seeds in per_task.items()}
 
 
 def main(out: Path) -> str:
@@ -85,17 +90,7 @@ def main(out: Path) -> str:
         base = scores.get((*key[:3], BASELINE), {})
         if key[3] == BASELINE or not base:
             continue
-        cells, wins, compared = [], 0, 0
-        for task in TASKS:
-            seeds = sorted(set(base.get(task, {})) & set(per_task.get(task, {})))
-            diffs = [per_task[task][s][0] - base[task][s][0] for s in seeds]
-            if not diffs:
-                cells.append("–")
-                continue
-            compared += 1
-            wins += statistics.mean(diffs) > 0
-            cells.append(f"{100 * statistics.mean(diffs):+.1f}" + (
-                f" ± {100 * statistics.stdev(diffs):.1f}" if len(diffs) > 1 else ""))
+        cells, wins, compared = gain_cells(_students(per_task), _students(base))
         if compared:
             lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | " + " | ".join(cells)
                          + f" | {wins}/{compared} |")

@@ -16,6 +16,7 @@
 # STUDENT_BUDGET, INIT (D's teacher start), EXTRA (overrides of every run), RESULTS, PY.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source experiments/glue_minilm/teacher_of.sh
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-outputs/glue_minilm}
 SEEDS_SMALL=${SEEDS_SMALL:-1,2,3}
@@ -30,13 +31,9 @@ sweep() {  # sweep <fix> <task> <teachers dir> <overrides...>: into $OUT/fixes/<
   local fix=$1 task=$2 teachers=$3 seeds=1 teacher
   shift 3
   case $task in mrpc|stsb|rte) seeds=$SEEDS_SMALL ;; *) seeds=${SEEDS_LARGE:-1} ;; esac
-  teacher=$(grep -l "\"task\": \"$task\"" "$teachers"/*/results.json | head -n1) || true
-  if [ -z "$teacher" ]; then
-    echo "error: no $task teacher in $teachers: run experiments/glue_minilm/run.sh with this OUT first" >&2
-    exit 2
-  fi
+  teacher=$(teacher_of "$teachers" "$task")
   $PY -m litdistill.train --multirun "${common[@]}" teacher=pretrained student=minilm_3l \
-    "task=$task" "teacher.name_or_path=$(dirname "$teacher")/student" "seed=$seeds" \
+    "task=$task" "teacher.name_or_path=$teacher" "seed=$seeds" \
     hydra.sweep.dir="$OUT/fixes/$fix/$task" "$@"
 }
 for fix in ${FIXES:-A B C D}; do

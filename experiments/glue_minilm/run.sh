@@ -8,6 +8,7 @@
 # stage), EXTRA (overrides of both, e.g. EXTRA="data.max_train_samples=64 teacher_gate=null" to smoke-test).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source experiments/glue_minilm/teacher_of.sh
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-outputs/glue_minilm}
 INIT=${INIT:-minilm_l6}
@@ -27,14 +28,9 @@ $PY -m litdistill.train --multirun "${common[@]}" teacher=none student=pretraine
 students() {  # one task's sweep: 2 students x 3 objectives x seeds, from that task's teacher
   local task=$1 seeds=1 teacher
   case $task in mrpc|stsb|rte) seeds=$SEEDS_SMALL ;; esac
-  teacher=$(grep -l "\"task\": \"$task\"" "$OUT"/teachers/*/results.json | head -n1) || true
-  if [ -z "$teacher" ]; then
-    echo "error: no $task teacher in $OUT/teachers: run experiments/glue_minilm/run.sh with this OUT first" >&2
-    exit 2
-  fi
-  teacher=$(dirname "$teacher")
+  teacher=$(teacher_of "$OUT/teachers" "$task")
   $PY -m litdistill.train --multirun "${common[@]}" "task=$task" \
-    teacher=pretrained "teacher.name_or_path=$teacher/student" \
+    teacher=pretrained "teacher.name_or_path=$teacher" \
     student=minilm_3l,minilm_2l distill=none,kd,pkd "seed=$seeds" hydra.sweep.dir="$OUT/$task" \
     ${STUDENT_EXTRA:-}
 }

@@ -49,6 +49,24 @@ def _fmt(values: list[float]) -> str:
     return f"{mean:.1f} ± {100 * statistics.stdev(values):.1f} ({len(values)})"
 
 
+def gain_cells(kd: dict[str, dict[int, float]],
+               base: dict[str, dict[int, float]]) -> tuple[list[str], int, int]:
+    """Per task, KD minus baseline paired by seed (points, mean ± std); also the number of
+    tasks where the mean gain is positive and of tasks compared."""
+    cells, wins, compared = [], 0, 0
+    for task in TASKS:
+        seeds = sorted(set(base.get(task, {})) & set(kd.get(task, {})))
+        diffs = [kd[task][s] - base[task][s] for s in seeds]
+        if not diffs:
+            cells.append("–")
+            continue
+        compared += 1
+        wins += statistics.mean(diffs) > 0
+        cells.append(f"{100 * statistics.mean(diffs):+.1f}" + (
+            f" ± {100 * statistics.stdev(diffs):.1f}" if len(diffs) > 1 else ""))
+    return cells, wins, compared
+
+
 def main(out: Path) -> str:
     teachers = {j["task"]: j for j in _load(out / "teachers")}
     # scores[(student, objective)][task] = {seed: score}
@@ -97,17 +115,7 @@ def main(out: Path) -> str:
         base = scores.get((student, "none"), {})
         for objective in ("kd", "pkd"):
             kd = scores.get((student, objective), {})
-            cells, wins, compared = [], 0, 0
-            for task in TASKS:
-                seeds = sorted(set(base.get(task, {})) & set(kd.get(task, {})))
-                diffs = [kd[task][s] - base[task][s] for s in seeds]
-                if not diffs:
-                    cells.append("–")
-                    continue
-                compared += 1
-                wins += statistics.mean(diffs) > 0
-                cells.append(f"{100 * statistics.mean(diffs):+.1f}" + (
-                    f" ± {100 * statistics.stdev(diffs):.1f}" if len(diffs) > 1 else ""))
+            cells, wins, compared = gain_cells(kd, base)
             lines.append(f"| {s_name}, {objective} | " + " | ".join(cells)
                          + f" | {wins}/{compared} |")
     lines += ["", "Optimizer steps of each task's teacher (batch 32): "

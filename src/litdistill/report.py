@@ -341,7 +341,7 @@ def _points_plot(rows: list[dict[str, Any]], x: str, y: str, xlabel: str, ylabel
     colours = {o: f"C{i % 10}" for i, o in enumerate(objectives)}
     for ax, (task, (pts, idx)) in zip(axes.flat, panels.items(), strict=False):
         stacked: dict[float, int] = {}  # labels of points at one x go one above the other
-        labels = _labels(pts)
+        names = _labels(pts)
         for r in sorted(pts, key=lambda r: -r[f"{y}_mean"]):
             if r["kind"] == "teacher":
                 ax.scatter(r[x], r[f"{y}_mean"], marker="*", s=220, color="black", zorder=3,
@@ -350,7 +350,7 @@ def _points_plot(rows: list[dict[str, Any]], x: str, y: str, xlabel: str, ylabel
             ax.errorbar(r[x], r[f"{y}_mean"], yerr=r[f"{y}_std"] or 0, fmt="o", capsize=3,
                         color=colours[r["objective"]], label=r["objective"])
             above = stacked[r[x]] = stacked.get(r[x], -1) + 1
-            ax.annotate(labels[id(r)], (r[x], r[f"{y}_mean"]), fontsize=7,
+            ax.annotate(names[id(r)], (r[x], r[f"{y}_mean"]), fontsize=7,
                         textcoords="offset points", xytext=(6, 4 - 9 * above))
         if idx:
             ax.step([pts[i][x] for i in idx], [pts[i][f"{y}_mean"] for i in idx], where="post",

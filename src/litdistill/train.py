@@ -172,7 +172,7 @@ def _finished(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
         return None
     if done.get("config_sha") == config_sha(cfg):
         return done
-    if cfg.get("resume") not in (None, False, "false"):
+    if _resuming(cfg):
         return None  # continuing in that folder (e.g. for more epochs) is what resume is for
     raise ConfigError(
         f"{output_dir} already holds a finished run of another config (task "
@@ -191,10 +191,14 @@ def _device(cfg: DictConfig) -> torch.device:
     return torch.device("cpu")
 
 
+def _resuming(cfg: DictConfig) -> bool:
+    return cfg.get("resume") not in (None, False, "false")
+
+
 def _resume_path(cfg: DictConfig, output_dir: Path) -> str | None:
-    resume = cfg.get("resume")
-    if resume in (None, False, "false"):
+    if not _resuming(cfg):
         return None
+    resume = cfg.resume
     if resume in (True, "true", "auto"):
         last = output_dir / "checkpoints" / "last.ckpt"
         if last.is_file():
