@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from litdistill import report
+from litdistill import plots, report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 COMMON = ["data.max_train_samples=16", "paths.cache_dir=/somewhere/cache",
@@ -192,8 +192,8 @@ def test_pareto_front_hand_example() -> None:
     """
     costs = [1, 2, 3, 3, 5, 8, 8]
     scores = [0.60, 0.55, 0.70, 0.65, 0.70, 0.90, 0.90]
-    assert report.pareto_front(costs, scores) == [0, 2, 5]
-    assert report.pareto_front([], []) == []
+    assert plots.pareto_front(costs, scores) == [0, 2, 5]
+    assert plots.pareto_front([], []) == []
 
 
 def test_plots_give_each_task_its_own_panel_and_pareto_front() -> None:
@@ -214,7 +214,7 @@ def test_plots_give_each_task_its_own_panel_and_pareto_front() -> None:
             row("sst2", "student", 3, 0.90, "task=sst2 distill=kd student=c"),
             row("sst2", "student", 3, 0.85, "task=sst2 distill=kd student=d"),
             row("mnli", "teacher", 4, 0.8, "teacher (reference)")]  # no student: no panel
-    panels = report.plot_panels(rows, "params", "score", front=True)
+    panels = plots.plot_panels(rows, "params", "score", front=True)
     assert list(panels) == ["cola", "sst2"]
     for task, (pts, front) in panels.items():
         assert {r["task"] for r in pts} == {task}
@@ -225,6 +225,6 @@ def test_plots_give_each_task_its_own_panel_and_pareto_front() -> None:
     assert [sst2[0][i]["config"] for i in sst2[1]] == [
         "task=sst2 distill=kd student=b", "task=sst2 distill=kd student=c",
         "teacher (reference)"]
-    labels = report._labels(sst2[0])  # what all of a panel's points share is left out
+    labels = plots._labels(sst2[0])  # what all of a panel's points share is left out
     assert sorted(labels.values()) == ["student=b", "student=c", "student=d"]
-    assert report.plot_panels(rows, "params", "score", front=False)["sst2"][1] == []
+    assert plots.plot_panels(rows, "params", "score", front=False)["sst2"][1] == []
