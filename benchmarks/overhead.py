@@ -43,24 +43,15 @@ from typing import Any
 
 import lightning as L
 import torch
-from common import (
-    Pair,
-    StepTimer,
-    add_common_args,
-    build_pair,
-    collate_batches,
-    console,
-    median,
-    setup,
-    sst2,
-    sync,
-    table,
-    write_out,
-)
+from bench import add_common_args, console, median, setup, table, write_out
+from pairs import Pair, build_pair, collate_batches, sst2
+from timing import StepTimer, sync
 from torch.utils.data import DataLoader
 
 from litdistill.losses import distillation_loss
-from litdistill.module import _NO_DECAY, DistillationModule
+from litdistill.module import DistillationModule
+from litdistill.objective import Objective
+from litdistill.optim import param_groups
 from litdistill.tasks import TASKS
 
 TEMPERATURE, ALPHA_KD, ALPHA_TASK = 2.0, 0.5, 0.5
@@ -73,9 +64,7 @@ def optimizer_factory(lr: float) -> Any:
 
 def make_optimizer(student: torch.nn.Module, lr: float, device: str) -> torch.optim.Optimizer:
     """The optimizer ``DistillationModule.configure_optimizers`` builds, for the hand loop."""
-    params = [(n, p) for n, p in student.named_parameters() if p.requires_grad]
-    groups = [{"params": [p for n, p in params if not n.endswith(_NO_DECAY)]},
-              {"params": [p for n, p in params if n.endswith(_NO_DECAY)], "weight_decay": 0.0}]
+    groups = param_groups((n, p) for n, p in student.named_parameters() if p.requires_grad)
     # fused, as the module's configure_optimizers picks (no clipping here, so on every device)
     return optimizer_factory(lr)(groups, fused=True)
 
@@ -119,7 +108,7 @@ def run_framework(pair: Pair, batches: list[dict[str, torch.Tensor]],
     module = DistillationModule(
         student=pair.student, teacher=pair.teacher, task=TASKS["sst2"],
         optimizer=optimizer_factory(args.lr), scheduler=None,
-        temperature=TEMPERATURE, alpha_kd=ALPHA_KD, alpha_task=ALPHA_TASK)
+        objective=Objective(temperature=TEMPERATURE, alpha_kd=ALPHA_KD, alpha_task=ALPHA_TASK))
     timer = StepTimer(warmup, len(batches) - 1)
     trainer = L.Trainer(
         accelerator="gpu" if args.device == "cuda" else "cpu", devices=1,

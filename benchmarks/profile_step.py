@@ -49,21 +49,16 @@ from typing import Any
 import lightning as L
 import torch
 import torch.utils.data._utils.fetch as torch_fetch
-from common import (
-    add_common_args,
-    build_pair,
-    console,
-    setup,
-    sync,
-    table,
-    workdir,
-    write_out,
-)
+from bench import add_common_args, console, setup, table, workdir, write_out
+from pairs import build_pair
+from timing import sync
 from torch.autograd.profiler import record_function
 from torch.profiler import ProfilerActivity, profile
 
 from litdistill.data import GlueDataModule
-from litdistill.module import DistillationModule, linear_warmup_decay
+from litdistill.module import DistillationModule
+from litdistill.objective import Objective
+from litdistill.optim import linear_warmup_decay
 from litdistill.tasks import TASKS
 
 COMPUTE = {
@@ -262,7 +257,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         student=pair.student, teacher=pair.teacher, task=TASKS["sst2"],
         optimizer=functools.partial(torch.optim.AdamW, lr=5e-5, weight_decay=0.01),
         scheduler=functools.partial(linear_warmup_decay, warmup_ratio=0.1),
-        temperature=2.0, alpha_kd=0.5, alpha_task=0.5)
+        objective=Objective(temperature=2.0, alpha_kd=0.5, alpha_task=0.5))
     instrument(module)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
     prof = profile(activities=activities)

@@ -43,57 +43,17 @@ import argparse
 import json
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from common import (
-    add_common_args,
-    console,
-    load_classifier,
-    median,
-    setup,
-    sst2,
-    table,
-    teacher_path,
-    workdir,
-    write_out,
-)
-from torch import nn
+from bench import add_common_args, console, setup, table, workdir, write_out
+from pairs import load_classifier, sst2, teacher_path
 
-from litdistill.latency import measure
+from litdistill.latency import measure, measure_models
 from litdistill.models import Pretrained, Sized, count_params, cut_layers, load_tokenizer
-
-
-def cuda_measure(model: nn.Module, tokenizer: Any, texts: list[str], batch_size: int, *,
-                 max_length: int = 128, warmup: int = 3, repeats: int = 10) -> dict[str, float]:
-    """``litdistill.latency.measure`` for a model on the GPU: same batches, same median, each
-    forward timed between two ``torch.cuda.synchronize()`` calls."""
-    model.eval()
-    device = next(model.parameters()).device
-    batches = []
-    for i in range(max(repeats, 1)):
-        chunk = [texts[(i * batch_size + j) % len(texts)] for j in range(batch_size)]
-        enc = tokenizer(chunk, padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt")
-        batches.append({k: v.to(device) for k, v in enc.items()})
-    times = []
-    with torch.inference_mode():
-        for step in range(warmup):
-            model(**batches[step % len(batches)])
-        for batch in batches:
-            torch.cuda.synchronize()
-            start = time.perf_counter()
-            model(**batch)
-            torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-    med = statistics.median(times)
-    return {"batch_size": batch_size, "median_s": med,
-            "ms_per_example": 1000.0 * med / batch_size, "examples_per_s": batch_size / med}
 
 
 def build_models(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -157,7 +117,7 @@ def peak_rss_mb() -> float:
 
 def memory_worker(folder: Path, texts_file: Path, threads: int | None, bf16: bool) -> None:
     """Subprocess: load one model from ``folder``, run both batch sizes, print RSS figures."""
-    from common import quiet
+    from bench import quiet
     from transformers import AutoModelForSequenceClassification
 
     quiet()
@@ -206,7 +166,7 @@ def gpu_memory(models: list[dict[str, Any]], texts: list[str]) -> list[float]:
         torch.cuda.reset_peak_memory_stats()
         entry["model"].to("cuda")
         for batch_size in (1, 32):
-            cuda_measure(entry["model"], entry["tokenizer"], texts, batch_size, warmup=1,
+            measure(entry["model"], entry["tokenizer"], texts, batch_size, warmup=1,
                          repeats=2)
         peaks.append((torch.cuda.max_memory_allocated() - base) / 2**20)
         entry["model"].to("cpu")
@@ -233,12 +193,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         return None
     gpu = args.device == "cuda"
     rounds = args.rounds or (1 if args.quick else 5)
-    r1, r32 = (3, 1) if args.quick else (10, 3)
+    r1 = 3 if args.quick else 10  # batch-32 calls: max(3, r1 // 3)
     info = setup(args, "student vs teacher: inference latency, throughput, memory")
     texts, _ = sst2(args.glue_dir, "dev", args.texts, args.seed)
     models = build_models(args)
     console.print(f"{len(models)} models; {len(texts)} SST-2 dev sentences; {rounds} rounds "
-                  f"x ({r1} timed batch-1 + {r32} timed batch-32 forwards); "
+                  f"x ({r1} timed batch-1 + {max(3, r1 // 3)} timed batch-32 forwards); "
                   f"{'bf16' if args.precision == 'bf16' else 'fp32'} weights")
 
     memory = None
@@ -249,22 +209,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     if gpu:
         for entry in models:
             entry["model"].to("cuda")
-    ones: list[list[float]] = [[] for _ in models]
-    manys: list[list[float]] = [[] for _ in models]
-    for r in range(rounds):
-        for i, entry in enumerate(models):
-            model, tokenizer = entry["model"], entry["tokenizer"]
-            if gpu:
-                one = cuda_measure(model, tokenizer, texts, 1, repeats=r1)
-                many = cuda_measure(model, tokenizer, texts, 32, warmup=1, repeats=r32)
-            else:
-                one = measure(model, tokenizer, texts, 1, threads=args.threads, repeats=r1)
-                many = measure(model, tokenizer, texts, 32, threads=args.threads, warmup=1,
-                               repeats=r32)
-            ones[i].append(one["ms_per_example"])
-            manys[i].append(many["examples_per_s"])
-        console.print(f"round {r + 1}/{rounds} done")
-
+    timings = measure_models([(e["model"], e["tokenizer"]) for e in models], texts,
+                             threads=args.threads, repeats=r1, rounds=rounds)
     rows = []
     for i, entry in enumerate(models):
         model = entry["model"]
@@ -273,9 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
             "layers": model.config.num_hidden_layers, "hidden": model.config.hidden_size,
             "params": count_params(model),
             "weights_mb": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20,
-            "ms_per_example_b1": median(ones[i]), "examples_per_s_b32": median(manys[i]),
-            "peak_memory_mb": memory[i] if memory else None,
-            "b1_rounds": ones[i], "b32_rounds": manys[i],
+            **timings[i], "peak_memory_mb": memory[i] if memory else None,
         })
     for row in rows:
         base = next(r for r in rows if r["family"] == row["family"] and r["model"] == r["family"])

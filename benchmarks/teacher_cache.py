@@ -48,23 +48,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import (
-    add_common_args,
-    console,
-    load_classifier,
-    median,
-    parse_layers,
-    prepare_tokenized,
-    run_train,
-    save_classifier,
-    setup,
-    table,
-    teacher_path,
-    train_overrides,
-    warm_up,
-    workdir,
-    write_out,
-)
+from bench import add_common_args, console, median, setup, table, workdir, write_out
+from pairs import load_classifier, parse_layers, save_classifier, teacher_path
+from trainruns import prepare_tokenized, run_train, train_overrides, warm_up
 
 from litdistill.models import load_tokenizer
 

@@ -8,11 +8,14 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification, BertConfig
 
+from litdistill.checks import check_models
 from litdistill.errors import ConfigError
 from litdistill.models import FromTeacher, Pretrained, Sized, char_tokenizer, cut_layers
 from litdistill.module import DistillationModule
+from litdistill.objective import Objective
 from litdistill.tasks import GLUE_TASKS
-from litdistill.train import check_models
+
+KD = Objective(temperature=2.0, alpha_kd=1.0, alpha_task=0.0)
 
 
 def _bert(layers: int = 4, labels: int = 2) -> torch.nn.Module:
@@ -56,13 +59,13 @@ def test_vocabulary_mismatch_names_both(word_tokenizer_dir: Path):
     student = Sized(2, 32, 2, 64, tokenizer_name=str(word_tokenizer_dir), name="word-student")
     with pytest.raises(ConfigError, match=r"vocabularies differ.*char-teacher has 141.*"
                                           r"word-student has \d+"):
-        check_models(GLUE_TASKS["sst2"], teacher, student, alpha_kd=1.0)
+        check_models(GLUE_TASKS["sst2"], teacher, student, KD)
 
 
 def test_teacher_label_count_must_match_task(tmp_path: Path):
     teacher = Pretrained(str(_save(_bert(2, labels=3), tmp_path / "t3")))
     with pytest.raises(ConfigError, match="predicts 3 labels but task sst2 has 2"):
-        check_models(GLUE_TASKS["sst2"], teacher, Sized(2, 32, 2, 64), alpha_kd=1.0)
+        check_models(GLUE_TASKS["sst2"], teacher, Sized(2, 32, 2, 64), KD)
 
 
 def test_teacher_without_head_is_refused_for_kd(tmp_path: Path):
@@ -72,7 +75,7 @@ def test_teacher_without_head_is_refused_for_kd(tmp_path: Path):
     BertModel(_bert(2).config).save_pretrained(folder)
     char_tokenizer().save_pretrained(folder)
     with pytest.raises(ConfigError, match="no fine-tuned classification head.*fine-tune it"):
-        check_models(GLUE_TASKS["sst2"], Pretrained(str(folder)), Sized(2, 32, 2, 64), 1.0)
+        check_models(GLUE_TASKS["sst2"], Pretrained(str(folder)), Sized(2, 32, 2, 64), KD)
 
 
 def test_hub_name_offline_fails_fast():
@@ -93,9 +96,9 @@ def test_teacher_frozen_unchanged_and_not_checkpointed(tmp_path: Path):
     # Both in train mode / eval mode the wrong way round, as from_pretrained() leaves them.
     teacher, student = _bert(2).train(), _bert(2).eval()
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    module = DistillationModule(student, GLUE_TASKS["sst2"], teacher=teacher,
-                                optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2),
-                                alpha_kd=1.0, alpha_task=1.0)
+    module = DistillationModule(student, teacher, GLUE_TASKS["sst2"],
+                                Objective(alpha_kd=1.0, alpha_task=1.0),
+                                optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2))
     assert not any(p.requires_grad for p in module.teacher.parameters())
     optimizer = module.configure_optimizers()
     opt_params = {id(p) for g in optimizer.param_groups for p in g["params"]}

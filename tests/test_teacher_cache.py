@@ -19,6 +19,7 @@ from litdistill.data import GlueDataModule
 from litdistill.errors import ConfigError
 from litdistill.models import Sized, char_tokenizer
 from litdistill.module import DistillationModule
+from litdistill.objective import Objective
 from litdistill.tasks import get_task
 from litdistill.teacher_cache import TeacherCache, entry_key, weights_fingerprint
 from litdistill.train import train
@@ -170,11 +171,11 @@ def test_cached_logits_give_the_live_loss(tiny_glue, tmp_path):
         with torch.no_grad():
             return float(module.training_step(batch, 0))
 
-    kwargs = dict(task=task, optimizer=torch.optim.AdamW, temperature=2.0, alpha_kd=1.0,
-                  alpha_task=0.0)
-    cached = loss(DistillationModule(student=student, cached_teacher=True, **kwargs), batch)
+    kwargs = dict(task=task, optimizer=torch.optim.AdamW,
+                  objective=Objective(temperature=2.0, alpha_kd=1.0, alpha_task=0.0))
+    cached = loss(DistillationModule(student, None, cached_teacher=True, **kwargs), batch)
     live_batch = {k: v for k, v in batch.items() if k != "teacher_logits"}
-    live = loss(DistillationModule(student=student, teacher=teacher, **kwargs), live_batch)
+    live = loss(DistillationModule(student, teacher, **kwargs), live_batch)
     assert cached == pytest.approx(live, rel=2e-3)  # fp16 storage of the logits
     assert cached > 0.01
 

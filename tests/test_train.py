@@ -51,7 +51,7 @@ def test_finished_run_is_skipped_and_never_overwritten_by_another_config(make_cf
     run = tmp_path / "run"
     run.mkdir()
     cfg = make_cfg("teacher=tiny", "student=tiny", "distill=kd")
-    from litdistill.train import config_sha
+    from litdistill.runs import config_sha
 
     done = {"status": "ok", "task": "sst2", "overrides": ["distill=kd"],
             "config_sha": config_sha(cfg)}
@@ -62,9 +62,9 @@ def test_finished_run_is_skipped_and_never_overwritten_by_another_config(make_cf
         train(make_cfg("teacher=tiny", "student=tiny", "distill=kd", "seed=7"))
     assert (run / "results.json").read_bytes() == before
     # resume=true continues in that folder on purpose (e.g. for more epochs): no refusal
-    from litdistill.train import _finished
+    from litdistill.runs import finished
 
-    assert _finished(make_cfg("seed=7", "resume=true"), run) is None
+    assert finished(make_cfg("seed=7", "resume=true"), run) is None
 
 
 def test_fine_tuning_learns_and_exports_a_pipeline_model(make_cfg, tmp_path,
@@ -181,16 +181,16 @@ def test_loggers_write_offline_and_finish(make_cfg, tmp_path, logger, monkeypatc
     """Each logger writes into the run dir; W&B runs offline and is closed after the job."""
     import wandb
 
-    from litdistill import train as train_module
+    from litdistill import runs
 
-    summary, real_finish = {}, train_module._finish_wandb
+    summary, real_finish = {}, runs.finish_wandb
 
     def finish_and_keep_summary() -> None:
         if wandb.run is not None:
             summary.update(dict(wandb.run.summary), group=wandb.run.group)
         real_finish()
 
-    monkeypatch.setattr(train_module, "_finish_wandb", finish_and_keep_summary)
+    monkeypatch.setattr(runs, "finish_wandb", finish_and_keep_summary)
     results = train(make_cfg("teacher=tiny", "distill=kd", f"logger={logger}", "group=g1",
                              "trainer.log_every_n_steps=1"))
     assert results["status"] == "ok"

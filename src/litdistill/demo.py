@@ -4,7 +4,9 @@
 2. fine-tune the 6-layer MiniLM as the teacher (``experiment=demo_teacher``),
 3. distill it into a 3-layer student cut from teacher layers 0, 2, 4 (``experiment=demo_student``),
 4. train the same student from the same initialisation without KD (the baseline),
-5. measure every model's CPU latency the same way and print/write the comparison table + plot.
+5. measure every model's CPU latency the same way and print/write the comparison table + plot
+   into the run folder (``outputs/demo/<time>/``; ``--record`` re-records the committed
+   example in ``experiments/demo/``).
 
 Each stage is an ordinary ``train(cfg)`` run of the Hydra configs, so every stage can also be
 run by hand with ``litdistill-train experiment=demo_teacher`` etc.
@@ -16,7 +18,6 @@ import argparse
 import datetime
 import json
 import logging
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,7 @@ from rich.table import Table
 
 from litdistill import atomic, zoo
 from litdistill.errors import LitDistillError
-from litdistill.latency import measure
-from litdistill.models import load_tokenizer
+from litdistill.latency import load, measure_models
 from litdistill.train import CONF_DIR, train
 
 log = logging.getLogger(__name__)
@@ -60,30 +60,6 @@ def _latency_texts(data_dir: Path, n: int = 64) -> list[str]:
         return [json.loads(line)["sentence"] for _, line in zip(range(n), fh)]
 
 
-def measure_dirs(dirs: list[Path], texts: list[str], threads: int,
-                 rounds: int = 5) -> list[dict[str, float]]:
-    """Batch-1 latency and batch-32 throughput of each exported model.
-
-    Models are measured in interleaved rounds and the median over rounds is kept, so a
-    burst of load from elsewhere on the machine hits every model alike instead of whichever
-    happened to be measured at the time.
-    """
-    from transformers import AutoModelForSequenceClassification
-
-    models = [(AutoModelForSequenceClassification.from_pretrained(d), load_tokenizer(str(d)))
-              for d in dirs]
-    ones: list[list[float]] = [[] for _ in dirs]
-    manys: list[list[float]] = [[] for _ in dirs]
-    for _ in range(rounds):
-        for i, (model, tokenizer) in enumerate(models):
-            ones[i].append(measure(model, tokenizer, texts, 1, threads=threads,
-                                   repeats=10)["ms_per_example"])
-            manys[i].append(measure(model, tokenizer, texts, 32, threads=threads, warmup=1,
-                                    repeats=2)["examples_per_s"])
-    return [{"ms_per_example_b1": statistics.median(one),
-             "examples_per_s_b32": statistics.median(many)} for one, many in zip(ones, manys)]
-
-
 def build_rows(stages: dict[str, dict[str, Any]], texts: list[str],
                threads: int) -> list[dict[str, Any]]:
     """One row per model: score, params, latency, speedup and retention vs the teacher."""
@@ -95,7 +71,8 @@ def build_rows(stages: dict[str, dict[str, Any]], texts: list[str],
         | {"dir": stages["baseline"]["student_dir"]},
     }
     console.print(f"measuring CPU latency of {len(models)} models ({threads} threads)")
-    timings = measure_dirs([Path(e["dir"]) for e in models.values()], texts, threads)
+    timings = measure_models([load(e["dir"]) for e in models.values()], texts,
+                             threads=threads, repeats=10, rounds=5)
     rows = [{"model": name, "dev_accuracy": entry["score"], "params": entry["params"], **t}
             for (name, entry), t in zip(models.items(), timings, strict=True)]
     base = rows[0]
@@ -159,8 +136,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def run_demo(out: Path, report_dir: Path, overrides: list[str], threads: int = 2) -> dict:
-    """Run the three stages into ``out`` and write the table and plot into ``report_dir``."""
+def run_demo(out: Path, report_dir: Path | None, overrides: list[str], threads: int = 2) -> dict:
+    """Run the three stages into ``out`` and write the table and plot into ``report_dir``
+    (default: ``out`` itself)."""
+    report_dir = report_dir or out
     console.rule("[bold]zoo")
     data_dir = zoo.fetch("movie_sentiment")
     zoo.fetch("minilm_l6")
@@ -177,10 +156,8 @@ def run_demo(out: Path, report_dir: Path, overrides: list[str], threads: int = 2
     console.print(table)
     summary = {"rows": rows, "runs": {k: v["run_dir"] for k, v in stages.items()},
                "overrides": overrides, "threads": threads}
-    report_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_json(report_dir / "results.json", summary)
-    (report_dir / ".results.md.tmp").write_text(markdown)
-    (report_dir / ".results.md.tmp").replace(report_dir / "results.md")
+    atomic.write_text(report_dir / "results.md", markdown)
     plot(rows, report_dir / "demo.png")
     console.print(f"wrote {report_dir}/results.md, results.json, demo.png")
     return summary
@@ -192,14 +169,18 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     parser.add_argument("--out", type=Path, default=Path("outputs/demo") / stamp,
                         help="where the three runs go")
-    parser.add_argument("--report-dir", type=Path, default=Path("experiments/demo"),
-                        help="where results.md, results.json and demo.png go")
+    parser.add_argument("--report-dir", type=Path, default=None,
+                        help="where results.md, results.json and demo.png go (default: --out)")
+    parser.add_argument("--record", action="store_true",
+                        help="re-record the committed example: write the table and plot to "
+                             "experiments/demo/ (overrides --report-dir)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for latency")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every stage")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        run_demo(args.out, args.report_dir, args.overrides, args.threads)
+        report_dir = Path("experiments/demo") if args.record else args.report_dir
+        run_demo(args.out, report_dir, args.overrides, args.threads)
     except LitDistillError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

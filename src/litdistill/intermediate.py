@@ -20,12 +20,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from litdistill import losses
 from litdistill.errors import ConfigError
 from litdistill.models import layer_list_name
-
-# Term name -> what the forward passes must return for it.
-TERMS = {
-    "hidden": "hidden", "embedding": "hidden", "cosine": "hidden", "patient": "hidden",
-    "attention": "attention", "relation": "hidden",
-}
+from litdistill.objective import TERMS
 
 
 def _layers(model: PreTrainedModel) -> nn.ModuleList:

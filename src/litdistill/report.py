@@ -11,76 +11,27 @@ timings), and writes ``report.md``, ``report.csv`` and PNG plots (:mod:`litdisti
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
-import io
 import json
 import logging
 import math
-import os
-import platform
 import re
 import shlex
 import statistics
 import sys
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import yaml
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
 
 from litdistill import atomic
+from litdistill import latency as timing
 from litdistill.errors import LitDistillError
 from litdistill.plots import write_plots
+from litdistill.tables import PLOTS, render_csv, render_markdown
 
+__all__ = ["PLOTS", "ReportError", "build_rows", "config_key", "find_jobs", "main", "report"]
 log = logging.getLogger(__name__)
-
-# Fixed latency inputs, 3 to ~45 words, so every model sees the same tokens and padding.
-TEXTS = [
-    "A gripping, beautifully acted film.",
-    "The plot goes nowhere.",
-    "I laughed, I cried, and then I bought the soundtrack on the way home.",
-    "Two hours of my life I will never get back.",
-    "The central bank left interest rates unchanged on Thursday, citing weak growth.",
-    "Is there a pharmacy open near the station after ten o'clock at night?",
-    "Brilliant.",
-    "The sequel keeps the charm of the original but loses most of its surprise.",
-    "Although the first act drags, the final thirty minutes are as tense and inventive as "
-    "anything the director has made, and the lead performance holds it all together.",
-    "She signed the contract without reading the last page.",
-    "Heavy rain is expected across the north of the country over the weekend.",
-    "What a waste of a talented cast.",
-    "The museum will reopen in the spring after a two-year renovation of its east wing.",
-    "He said the meeting had been moved, but nobody told the people who were already there.",
-    "Predictable, loud and far too long.",
-    "The recipe calls for two cups of flour, a pinch of salt and three eggs.",
-    "It is the kind of movie that stays with you for days, not because of its twists but "
-    "because of how honestly it treats its characters, none of whom is entirely likeable.",
-    "Shares fell sharply after the company lowered its forecast for the rest of the year.",
-    "The dialogue sounds like it was written by a committee.",
-    "Our train was delayed by forty minutes because of a signal failure outside the city.",
-    "Quietly devastating.",
-    "The children built a small boat out of cardboard and tape and floated it on the pond.",
-    "Fans of the book will be disappointed by how much of the story has been cut.",
-    "Researchers say the new vaccine was well tolerated in early trials involving several "
-    "hundred volunteers, although larger studies will be needed before it can be approved.",
-    "The soundtrack is wonderful, the story less so.",
-    "Please remember to turn off the lights when you leave the office.",
-    "A clumsy, heavy-handed attempt at satire that never finds its target.",
-    "The town council voted to extend the library's opening hours on weekends.",
-    "Every frame looks like a painting.",
-    "I expected very little and was still disappointed.",
-    "After years of delays, the bridge connecting the two islands finally opened to traffic "
-    "this morning, cutting the journey time from over an hour to about ten minutes.",
-    "Not bad at all.",
-]
-MAX_LENGTH = 128
-PLOTS = {"score_vs_params": "student score vs parameters",
-         "score_vs_latency": "student score vs CPU latency (batch 1)",
-         "retention_vs_params": "retention of the teacher's score vs parameters",
-         "objectives": "mean score by objective (and temperature)"}
 
 
 class ReportError(LitDistillError):
@@ -226,13 +177,8 @@ def build_rows(jobs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], set[st
 
 
 def measure_rows(rows: list[dict[str, Any]], threads: int, repeats: int) -> list[str]:
-    """Time each row's model folder (cached by path), one model at a time; return notes."""
-    from transformers import AutoModelForSequenceClassification
-
-    from litdistill.latency import measure
-    from litdistill.models import load_tokenizer
-
-    cache: dict[str, dict[str, float] | str] = {}
+    """Time each row's model folder (once per folder), one model at a time; return notes."""
+    timings: dict[str, dict[str, float] | str] = {}
     notes = []
     for row in rows:
         path = row.get("model_dir")
@@ -240,112 +186,20 @@ def measure_rows(rows: list[dict[str, Any]], threads: int, repeats: int) -> list
             why = "no saved weights" if not path else f"folder {path} is missing"
             notes.append(f"{row['model']} ({row['config']}): {why}; latency left blank")
             continue
-        if path not in cache:
-            print(f"timing {path}", file=sys.stderr)
+        if path not in timings:
             try:
-                model = AutoModelForSequenceClassification.from_pretrained(path)
-                tokenizer = load_tokenizer(path)
-                one = measure(model, tokenizer, TEXTS, 1, max_length=MAX_LENGTH,
-                              threads=threads, repeats=repeats)
-                many = measure(model, tokenizer, TEXTS, 32, max_length=MAX_LENGTH,
-                               threads=threads, warmup=1, repeats=max(3, repeats // 3))
-                cache[path] = {"latency_ms_b1": one["ms_per_example"],
-                               "throughput_b32": many["examples_per_s"]}
+                measured = timing.measure_models([timing.load(path)], threads=threads,
+                                                repeats=repeats)[0]
+                timings[path] = {"latency_ms_b1": measured["ms_per_example_b1"],
+                                 "throughput_b32": measured["examples_per_s_b32"]}
             except (OSError, ValueError, LitDistillError) as err:
                 first = (str(err).splitlines() or [""])[0]
-                cache[path] = f"could not load {path}: {type(err).__name__}: {first}"
-        if isinstance(cache[path], str):
-            notes.append(f"{row['model']} ({row['config']}): {cache[path]}; latency left blank")
+                timings[path] = f"could not load {path}: {type(err).__name__}: {first}"
+        if isinstance(timings[path], str):
+            notes.append(f"{row['model']} ({row['config']}): {timings[path]}; latency left blank")
         else:
-            row.update(cache[path])
+            row.update(timings[path])
     return notes
-
-
-def _fmt(value: Any, spec: str) -> str:
-    return "" if value is None else format(value, spec)
-
-
-def _pm(row: dict[str, Any], key: str, spec: str) -> str:
-    mean, std = row.get(f"{key}_mean"), row.get(f"{key}_std")
-    if mean is None:
-        return ""
-    return f"{mean:{spec}} ± {std:{spec}}" if std is not None else format(mean, spec)
-
-
-def _params(n: int | None) -> str:
-    return "" if n is None else f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
-
-
-_COLUMNS = [("config", lambda r: r["config"]), ("task", lambda r: r["task"] or ""),
-            ("student", lambda r: r["model"] or ""), ("params", lambda r: _params(r["params"])),
-            ("objective", lambda r: r["objective"]),
-            ("T", lambda r: _fmt(r.get("temperature"), "g")),
-            ("α_kd", lambda r: _fmt(r.get("alpha_kd"), "g")),
-            ("score", lambda r: _pm(r, "score", ".4f")), ("n", lambda r: str(r["score_n"])),
-            ("retention", lambda r: _pm(r, "retention", ".3f")),
-            ("agreement", lambda r: _pm(r, "agreement", ".3f")),
-            ("ms/ex b=1", lambda r: _fmt(r.get("latency_ms_b1"), ".2f")),
-            ("ex/s b=32", lambda r: _fmt(r.get("throughput_b32"), ".1f")),
-            ("train s", lambda r: _fmt(r.get("train_seconds_mean"), ".0f"))]
-CSV_FIELDS = ["kind", "config", "task", "model", "params", "objective", "temperature",
-              "alpha_kd", *(f"{k}_{s}" for k in ("score", "retention", "agreement",
-                                                "train_seconds") for s in ("mean", "std", "n")),
-              "latency_ms_b1", "throughput_b32", "seeds", "model_dir", "jobs"]
-
-
-def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def render_csv(rows: list[dict[str, Any]]) -> str:
-    """The table's rows, machine-readable: separate mean/std/n columns, full precision."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ";".join(map(str, v)) if isinstance(v, list) else v
-                         for k, v in row.items()})
-    return buf.getvalue()
-
-
-def render_markdown(rows: list[dict[str, Any]], jobs: list[dict[str, Any]], common: set[str],
-                    meta: dict[str, str], plots: dict[str, bool], notes: list[str]) -> str:
-    """``report.md``: header, results table, failed jobs, plots and latency notes."""
-    lines = ["# litdistill report", ""] + [f"- **{k}**: {v}" for k, v in meta.items()]
-    shared = " ".join(sorted(common)) or "(none)"
-    lines += [f"- **overrides common to every finished job**: `{shared}`",
-              "", "## Results", "",
-              "Dev-set score, retention (student / teacher score) and agreement with the "
-              "teacher (classification: same predicted class; regression: Pearson r) are "
-              "mean ± sample std over seeds (n); latency and throughput are per model.", "",
-              "| " + " | ".join(h for h, _ in _COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
-    lines += ["| " + " | ".join(_cell(get(r)) for _, get in _COLUMNS) + " |" for r in rows]
-    failed = [j for j in jobs if not (j.get("status") == "ok" and j.get("student"))]
-    lines += ["", f"## Failed jobs ({len(failed)})", ""]
-    for job in failed:
-        own = " ".join(o for o in config_key(job.get("overrides") or []) if o not in common)
-        error = (job.get("error") or "status ok but no student entry").strip().splitlines()
-        lines.append(f"- `{job['job_dir']}` `{own or '(defaults)'}`: {_cell(error[0])}")
-    if not failed:
-        lines.append("None.")
-    lines += ["", "## Plots", ""]
-    for name, title in PLOTS.items():
-        lines.append(f"![{title}]({name}.png)" if plots[name]
-                     else f"- {title}: skipped, no data for it.")
-        lines.append("")
-    if notes:
-        lines += ["## Latency notes", "", *(f"- {n}" for n in notes), ""]
-    return "\n".join(lines)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def report(dirs: list[Path], out: Path, latency: bool = True, threads: int = 1,
@@ -367,16 +221,16 @@ def report(dirs: list[Path], out: Path, latency: bool = True, threads: int = 1,
         notes = measure_rows(rows, threads, repeats)
         how = (f"measured by this report, one model at a time, torch threads={threads}: "
                f"median of {repeats} batch-1 calls (after 3 warm-up) and of "
-               f"{max(3, repeats // 3)} batch-32 calls, {len(TEXTS)} fixed English sentences "
-               f"(max_length {MAX_LENGTH}); one exported student per configuration")
+               f"{max(3, repeats // 3)} batch-32 calls, {len(timing.TEXTS)} fixed English "
+               f"sentences (max_length {timing.MAX_LENGTH}); one exported student per "
+               "configuration")
     else:
         notes, how = [], "not measured (--no-latency)"
     out.mkdir(parents=True, exist_ok=True)
     plots = write_plots(rows, out)
     meta = {"sweeps": ", ".join(f"`{d.resolve()}`" for d in dirs),
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "machine": f"{_cpu_name()}, {os.cpu_count()} logical CPUs, {platform.platform()}, "
-                       f"Python {platform.python_version()}, torch {version('torch')}",
+            "machine": timing.machine(),
             "latency": how, "command": f"`{command}`",
             "jobs": f"{len(jobs)} ({sum(r['kind'] == 'student' for r in rows)} configurations)"}
     atomic.write_text(out / "report.csv", render_csv(rows))
@@ -415,25 +269,3 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-
-class ReportCallback(Callback):
-    """Hydra callback: write the sweep's report when a ``--multirun`` ends (see
-    ``conf/experiment/student_sizes.yaml``), so one command gives jobs and report.
-
-    Args:
-        latency: Measure every model's CPU latency.
-        threads: torch threads while timing.
-    """
-
-    def __init__(self, latency: bool = True, threads: int = 1) -> None:
-        self.latency, self.threads = latency, threads
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep = Path(config.hydra.sweep.dir)
-        try:
-            result = report([sweep], sweep, latency=self.latency, threads=self.threads,
-                            command=f"litdistill-report {sweep}")
-        except LitDistillError as err:
-            log.error("no report for %s: %s", sweep, err)
-            return
-        log.info("report of %d jobs: %s", len(result["jobs"]), sweep / "report.md")

@@ -1,11 +1,17 @@
 """The teacher before training: built lazily, its dev (and train) logits precomputed or read
-from the cache, and its quality checked against the majority-class baseline."""
+from the cache, and its quality checked against the majority-class baseline.
+
+The caller hands over each split as a :class:`SplitSource` (cache key, row count, batches), so
+neither this module nor :mod:`litdistill.teacher_cache` knows the DataModule.
+"""
 
 from __future__ import annotations
 
 import logging
 import warnings
 from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +19,9 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel
 
-from litdistill.data import GlueDataModule
 from litdistill.errors import ConfigError
-from litdistill.models import ModelSpec, Pretrained, count_params
-from litdistill.module import evaluate
+from litdistill.metrics import evaluate
+from litdistill.models import ModelSpec, Pretrained, count_params, freeze
 from litdistill.tasks import TaskSpec
 from litdistill.teacher_cache import TeacherCache, entry_key, run_teacher, weights_fingerprint
 
@@ -55,7 +60,7 @@ class TeacherBuilder:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed + _TEACHER_SEED_OFFSET)
                 model = self.spec.build(self.task.num_labels, self.task.is_regression)
-            self._model = model.requires_grad_(False).eval()
+            self._model = freeze(model)
             self._params = count_params(self._model)
         return self._model
 
@@ -80,31 +85,47 @@ class TeacherBuilder:
         return self._model is not None
 
 
-def teacher_outputs(datamodule: GlueDataModule, builder: TeacherBuilder, cache: TeacherCache,
-                    splits: list[str], device: torch.device, batch_size: int
+@dataclass(frozen=True)
+class SplitSource:
+    """What the teacher needs of one tokenized split, handed over by the caller.
+
+    Attributes:
+        key: The tokenized split's cache key (task, split, file sha256, tokenizer, max
+            length, subsampling, ...): with the teacher's hash it keys the cache entry.
+        rows: Rows in the split.
+        batches: Yields ``(row positions, padded teacher inputs)`` covering every row once;
+            called only when the teacher must run.
+    """
+
+    key: str
+    rows: int
+    batches: Callable[[], Iterable[tuple[list[int], dict[str, torch.Tensor]]]]
+
+
+def teacher_outputs(builder: TeacherBuilder, cache: TeacherCache,
+                    sources: Mapping[str, SplitSource], device: torch.device
                     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Teacher logits for ``splits``: read from the cache, or computed (and stored).
+    """Teacher logits per split: read from the cache, or computed (and stored).
 
     Returns:
-        ``{split: [rows, num_labels] logits}`` and what results.json records about it.
+        ``{split: [rows, num_labels] logits}`` and what results.json records about it
+        (``{"mode", "splits": {split: {"key", "hit"}}}``).
     """
     logits, info = {}, {"mode": cache.mode, "splits": {}}
-    for split in splits:
-        rows = len(datamodule.tokenized(split))
-        key = entry_key(builder.fingerprint(), datamodule.cache_key(split))
+    for split, source in sources.items():
+        key = entry_key(builder.fingerprint(), source.key)
         computed = []
 
-        def compute(split: str = split, rows: int = rows) -> np.ndarray:
+        def compute(split: str = split, source: SplitSource = source) -> np.ndarray:
             computed.append(split)
-            log.info("computing teacher logits on %s/%s (%d rows)", datamodule.task.name,
-                     split, rows)
-            return run_teacher(builder.model(), datamodule.teacher_batches(split, batch_size),
-                               rows, device)
+            log.info("computing teacher logits on %s/%s (%d rows)", builder.task.name,
+                     split, source.rows)
+            return run_teacher(builder.model(), source.batches(), source.rows, device)
 
-        meta = {"teacher": builder.spec.name, "task": datamodule.task.name, "split": split}
+        meta = {"teacher": builder.spec.name, "task": builder.task.name, "split": split}
         if builder.built:
             meta["params"] = builder.params()
-        logits[split] = cache.get(key, rows, compute, meta)
+        logits[split] = cache.get(key, source.rows, compute, meta)
         builder.note_params(cache.meta(key))
         info["splits"][split] = {"key": key, "hit": not computed and cache.mode != "off"}
     if builder.built:
@@ -112,24 +133,34 @@ def teacher_outputs(datamodule: GlueDataModule, builder: TeacherBuilder, cache: 
     return logits, info
 
 
-def check_teacher(task: TaskSpec, name: str, datamodule: GlueDataModule,
-                  logits: dict[str, np.ndarray], min_gain: float | None) -> dict[str, Any]:
-    """Stop a distillation run whose teacher is no better than predicting the majority class.
+def _as_tensors(arrays: Sequence[Any], dtype: torch.dtype | None = None) -> list[torch.Tensor]:
+    return [torch.tensor(np.asarray(a), dtype=dtype) for a in arrays]
+
+
+def check_teacher(task: TaskSpec, name: str, dev_logits: Sequence[np.ndarray],
+                  dev_labels: Sequence[Sequence[float]], train_labels: Sequence[float],
+                  min_gain: float | None) -> tuple[dict[str, float], dict[str, Any]]:
+    """Score the teacher on dev and stop a run whose teacher is no better than predicting
+    the majority class.
 
     Args:
+        task: The task.
+        name: The teacher's name (for the message).
+        dev_logits: The teacher's logits on each eval split.
+        dev_labels: The labels of each eval split.
+        train_labels: The training labels (the majority class / mean comes from them).
         min_gain: Score points (fractions) the teacher must beat the baseline by; None
             skips the check (random test teachers).
 
     Returns:
-        ``{"teacher_score", "majority_score"}`` for results.json.
+        The teacher's dev metrics (with ``score``) and ``{"teacher_score",
+        "majority_score", "min_gain"}`` for results.json.
 
     Raises:
         ConfigError: The teacher scores at most the majority baseline + ``min_gain``.
     """
-    labels = [torch.tensor(datamodule.tokenized(s)["label"]) for s in task.eval_splits]
-    teacher = evaluate(task, [torch.from_numpy(np.asarray(logits[s], dtype=np.float32))
-                              for s in task.eval_splits], labels)
-    train_labels = datamodule.tokenized("train")["label"]
+    labels = _as_tensors(dev_labels)
+    teacher = evaluate(task, _as_tensors(dev_logits, torch.float32), labels)
     if task.is_regression:
         constant = float(np.mean(train_labels))
         baseline_logits = [torch.full((len(y), 1), constant) for y in labels]
@@ -151,4 +182,4 @@ def check_teacher(task: TaskSpec, name: str, datamodule: GlueDataModule,
             f"student.name_or_path=<teacher> distill=none) and distill from its run's "
             "student/ folder; teacher_gate=null skips this check"
         )
-    return gate
+    return teacher, gate

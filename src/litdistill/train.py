@@ -1,41 +1,41 @@
 """Entry point: ``litdistill-train`` (``python -m litdistill.train``) over ``conf/train.yaml``.
 
-``train(cfg)`` is a plain function (tests call it directly); only :func:`main` carries
-``@hydra.main``. Every run writes ``results.json`` atomically in its run dir, ``ok`` or
-``failed``, and exports the best student with ``save_pretrained`` to ``<run_dir>/student``.
+``train(cfg)`` is a plain function (tests call it directly) that reads as the recipe:
+validate -> prepare data and teacher outputs -> build -> fit -> pick the best checkpoint ->
+export and record. Only :func:`main` carries ``@hydra.main``. Every run writes
+``results.json`` atomically in its run dir, ``ok`` or ``failed`` (:class:`~litdistill.runs.
+RunRecord`), and exports the best student with ``save_pretrained`` to ``<run_dir>/student``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import os
 import sys
-import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
-import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import WandbLogger
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from litdistill import atomic
+from litdistill import atomic, runs
+from litdistill.callbacks import EpochTimer, PhaseLog
+from litdistill.checks import check_launch, check_models, device_of
 from litdistill.data import GlueDataModule
-from litdistill.errors import ConfigError, LaunchError, LitDistillError
-from litdistill.intermediate import IntermediateTerms
-from litdistill.models import FromTeacher, ModelSpec, Pretrained, count_params
+from litdistill.errors import LaunchError, LitDistillError
+from litdistill.models import FromTeacher, ModelSpec
+from litdistill.module import DistillationModule
+from litdistill.objective import Objective
 from litdistill.tasks import TaskSpec, get_task
 from litdistill.teacher_cache import TeacherCache, check_mode
-from litdistill.teachers import TeacherBuilder, check_teacher, teacher_outputs
+from litdistill.teachers import SplitSource, TeacherBuilder, check_teacher, teacher_outputs
 
 log = logging.getLogger("litdistill")
 # The frozen teacher is in eval mode on purpose; Lightning warns about any such module.
@@ -44,175 +44,151 @@ warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
-def _hydra_overrides() -> list[str]:
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-def check_launch(cfg: DictConfig) -> None:
-    """Refuse Lightning ``ddp`` inside a basic/joblib multirun.
-
-    Measured on lightning 2.6.6 + hydra 1.3.8: Lightning relaunches ``sys.argv`` for each
-    extra rank, so the child re-runs the whole sweep (basic launcher) or crashes (joblib, and
-    submitit's local executor, whose extra rank re-runs ``submitit.core._submit``). Under
-    SLURM each rank is a task SLURM started, which is what Lightning expects.
-    """
-    trainer = cfg.trainer
-    strategy = str(trainer.get("strategy", "auto"))
-    multi_device = str(trainer.get("devices", 1)) not in {"1", "auto"} or \
-        int(trainer.get("num_nodes", 1)) > 1
-    if not (strategy.startswith("ddp") and "spawn" not in strategy and multi_device):
-        return
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return
-    launcher = str(HydraConfig.get().launcher.get("_target_", ""))
-    if not launcher.endswith(".SlurmLauncher"):
-        raise LaunchError(
-            f"trainer.strategy={strategy} with several devices cannot run inside a --multirun "
-            "with the basic, joblib or submitit-local launcher (each rank would relaunch the "
-            "sweep); use one device per job (hardware=cpu/gpu), strategy=ddp_spawn, or "
-            "hydra/launcher=slurm (one SLURM task per GPU)"
-        )
-
-
-def check_models(task: TaskSpec, teacher: ModelSpec | None, student: ModelSpec,
-                 alpha_kd: float, terms: Any = None, separate_tokenizers: bool = False) -> bool:
-    """Vocabulary, label-count and layer checks that need configs and tokenizers, not weights.
-
-    Returns:
-        Whether teacher and student need their own tokenizations (vocabularies differ and
-        ``separate_tokenizers`` allows it).
-    """
-    s_config = student.hf_config(teacher)  # resolves paths and layer lists; raises on bad ones
-    if teacher is None:
-        if alpha_kd or terms:
-            raise ConfigError("distillation needs a teacher: set teacher=<tiny|pretrained|zoo> "
-                              "or use distill=none for plain fine-tuning")
-        return False
-    t_tok, s_tok = teacher.tokenizer(None), student.tokenizer(teacher)
-    separate = t_tok.get_vocab() != s_tok.get_vocab()
-    if separate and not separate_tokenizers:
-        raise ConfigError(
-            f"teacher and student vocabularies differ: teacher {teacher.name} has "
-            f"{len(t_tok)} tokens, student {student.name} has {len(s_tok)}; give the student "
-            "the teacher's tokenizer, or set data.separate_tokenizers=true (logit KD only)"
-        )
-    if separate and terms:
-        raise ConfigError(
-            f"intermediate terms {sorted(terms)} compare token positions, which differ between "
-            "two tokenizers; with separate tokenizers only logit-level KD works (distill=kd)")
-    if terms:
-        IntermediateTerms(terms, s_config, teacher.hf_config(None))  # mapping, heads, widths
-    config = teacher.hf_config(None)
-    if teacher.has_classifier and config.num_labels != task.num_labels:
-        raise ConfigError(
-            f"teacher {teacher.name} predicts {config.num_labels} labels but task "
-            f"{task.name} has {task.num_labels}; use a teacher fine-tuned on {task.name}"
-        )
-    if alpha_kd and isinstance(teacher, Pretrained) and not teacher.has_classifier:
-        raise ConfigError(
-            f"teacher {teacher.name} has no fine-tuned classification head, so its soft "
-            f"targets would be noise; fine-tune it first (teacher=none student=pretrained "
-            f"student.name_or_path={teacher.name} distill=none) and use its run's student/ "
-            "folder as the teacher"
-        )
-    return separate
-
-
-def _run_name(cfg: DictConfig) -> str:
-    overrides = [o for o in _hydra_overrides() if not o.startswith(("hydra", "paths"))]
-    return ",".join(overrides) or f"{cfg.task.name}-{cfg.student.get('name') or 'student'}"
-
-
-def _group(cfg: DictConfig) -> str | None:
-    if cfg.get("group"):
-        return str(cfg.group)
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        return Path(HydraConfig.get().sweep.dir).name
-    return None
-
-
-def _choices() -> dict[str, str]:
-    """Which option of each config group the job runs (``student: minilm_3l`` ...)."""
-    if not HydraConfig.initialized():
-        return {}
-    return {k: v for k, v in HydraConfig.get().runtime.choices.items()
-            if v is not None and not k.startswith("hydra")}
-
-
-# Keys that change where or how a job runs but not what it computes.
-_NOT_IDENTITY = ("paths", "skip_done", "resume", "name", "group", "logger", "callbacks")
-
-
-def config_sha(cfg: DictConfig) -> str:
-    """Hash of the resolved job config minus run-placement keys: what ``skip_done`` compares."""
-    tree = {k: v for k, v in cfg.items() if k not in _NOT_IDENTITY}
+def build(node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that lets our own errors through unwrapped (Hydra wraps
+    every exception of a ``_target_`` in an InstantiationException, losing the one-line
+    message and the exit code 2)."""
     try:
-        tree = OmegaConf.to_container(OmegaConf.create(tree), resolve=True)
-    except Exception:  # an interpolation that needs the Hydra app (outside it: hash unresolved)
-        tree = OmegaConf.to_container(OmegaConf.create(tree), resolve=False)
-    return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, LitDistillError):
+            raise err.__cause__ from None
+        raise
 
 
-def _finished(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
-    """The results of an earlier ok run of this very config in ``output_dir``, if any.
+@dataclass(frozen=True)
+class Plan:
+    """A validated run: everything decided before any weights load."""
 
-    Raises:
-        ConfigError: ``output_dir`` holds an ok run of a *different* config and ``resume`` is
-            off. Hydra numbers sweep jobs by position, so rerunning a changed sweep into the
-            same ``hydra.sweep.dir`` would otherwise overwrite finished runs with other ones.
+    task: TaskSpec
+    objective: Objective
+    datamodule: GlueDataModule
+    teacher: ModelSpec | None
+    student: ModelSpec
+    separate_tokenizers: bool
+    cache_mode: str
+    ckpt_path: str | None
+    max_epochs: int
+
+
+@dataclass(frozen=True)
+class TeacherSide:
+    """The teacher once its dev (and maybe train) logits are known."""
+
+    builder: TeacherBuilder
+    scores: dict[str, float]  # dev metrics and score of its (cached) logits
+
+
+def validate(cfg: DictConfig, output_dir: Path) -> Plan:
+    """Config, data, tokenizers, label counts: every cheap check, before any weights load."""
+    check_launch(cfg)
+    task = get_task(cfg.task)
+    objective: Objective = build(cfg.distill)
+    data_files = cfg.task.get("data_files")
+    datamodule: GlueDataModule = build(cfg.data)(
+        task=task, data_files=OmegaConf.to_container(data_files) if data_files else None)
+    datamodule.load_raw()
+    teacher = build(cfg.teacher) if cfg.get("teacher") else None
+    student = build(cfg.student)
+    separate = check_models(task, teacher, student, objective, datamodule.separate_tokenizers)
+    return Plan(task, objective, datamodule, teacher, student, separate,
+                check_mode(str(cfg.get("teacher_cache") or "off")),
+                runs.resume_path(cfg, output_dir),
+                objective.total_epochs(cfg.trainer.max_epochs))
+
+
+def _sources(datamodule: GlueDataModule, splits: list[str]) -> dict[str, SplitSource]:
+    batch_size = datamodule.eval_batch_size
+    return {s: SplitSource(datamodule.cache_key(s), len(datamodule.tokenized(s)),
+                           lambda s=s: datamodule.teacher_batches(s, batch_size))
+            for s in splits}
+
+
+def prepare(cfg: DictConfig, plan: Plan, results: dict[str, Any]) -> TeacherSide | None:
+    """Tokenize, then get the teacher's logits (cache or forward pass) and check its quality.
+
+    Dev logits come first (score, gate, agreement); train logits only once the teacher
+    passed the gate, and only when KD logits are all training needs from it.
     """
-    path = output_dir / "results.json"
-    if not cfg.get("skip_done") or not path.is_file():
+    dm, task = plan.datamodule, plan.task
+    dm.set_tokenizer(plan.student.tokenizer(plan.teacher),
+                     plan.teacher.tokenizer(None) if plan.separate_tokenizers else None)
+    if plan.teacher is None:
         return None
-    try:
-        done = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if done.get("status") != "ok":
-        return None
-    if done.get("config_sha") == config_sha(cfg):
-        return done
-    if _resuming(cfg):
-        return None  # continuing in that folder (e.g. for more epochs) is what resume is for
-    raise ConfigError(
-        f"{output_dir} already holds a finished run of another config (task "
-        f"{done.get('task')}, overrides {done.get('overrides')}); not overwriting it. Use a "
-        "new hydra.sweep.dir / hydra.run.dir, delete that folder, set skip_done=false to "
-        "overwrite it, or resume=true to continue it.")
+    builder = TeacherBuilder(plan.teacher, task, cfg.seed)
+    cache = TeacherCache(Path(cfg.paths.cache_dir) / "teacher", plan.cache_mode)
+    outputs, info = teacher_outputs(builder, cache, _sources(dm, list(task.eval_splits)),
+                                    device_of(cfg))
+    scores, results["teacher_gate"] = check_teacher(
+        task, plan.teacher.name, [outputs[s] for s in task.eval_splits],
+        [dm.tokenized(s)["label"] for s in task.eval_splits], dm.tokenized("train")["label"],
+        cfg.get("teacher_gate"))
+    if plan.objective.train_logits_cached(plan.cache_mode):
+        train, train_info = teacher_outputs(builder, cache, _sources(dm, ["train"]),
+                                            device_of(cfg))
+        outputs.update(train)
+        info["splits"].update(train_info["splits"])
+    results["teacher_cache"] = info
+    dm.set_teacher_logits(outputs)
+    return TeacherSide(builder, scores)
 
 
-def _device(cfg: DictConfig) -> torch.device:
-    """Where this process's model runs (for the teacher pass before the trainer starts)."""
-    accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        # SLURM sets SLURM_LOCALID per task before Lightning sets LOCAL_RANK.
-        rank = os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0))
-        return torch.device("cuda", int(rank))
-    return torch.device("cpu")
+def build_module(cfg: DictConfig, plan: Plan, side: TeacherSide | None) -> DistillationModule:
+    """The student (and a live teacher, when the objective needs one) in the module."""
+    live = side is not None and plan.objective.teacher_live(plan.cache_mode)
+    cut = isinstance(plan.student, FromTeacher) and plan.student.source is None
+    teacher: PreTrainedModel | None = side.builder.model() if side and (live or cut) else None
+    student = plan.student.build(plan.task.num_labels, plan.task.is_regression,
+                                 teacher=plan.teacher, teacher_model=teacher)
+    teacher = teacher if live else None  # batches carry the teacher's logits: free it
+    if cfg.get("compile"):
+        # In place (keeps state_dict keys); dynamic: every batch has its own length.
+        for model in (student, teacher):
+            if model is not None:
+                model.compile(dynamic=True)
+    return DistillationModule(
+        student, teacher, plan.task, plan.objective, optimizer=build(cfg.optimizer),
+        scheduler=build(cfg.scheduler) if cfg.get("scheduler") else None,
+        cached_teacher=plan.teacher is not None)
 
 
-def _resuming(cfg: DictConfig) -> bool:
-    return cfg.get("resume") not in (None, False, "false")
+def build_trainer(cfg: DictConfig, plan: Plan) -> tuple[L.Trainer, list[Any], EpochTimer,
+                                                        PhaseLog]:
+    """Loggers, callbacks (plus the epoch timer and phase log) and the Trainer."""
+    loggers = [build(c) for c in (cfg.get("logger") or {}).values() if c]
+    timer, phases = EpochTimer(), PhaseLog(plan.objective)
+    callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    trainer = build(cfg.trainer, max_epochs=plan.max_epochs, logger=loggers or False,
+                    callbacks=[*callbacks, timer, phases])
+    for logger in loggers:
+        logger.log_hyperparams(runs.flatten(OmegaConf.to_container(cfg, resolve=True)))
+    return trainer, loggers, timer, phases
 
 
-def _resume_path(cfg: DictConfig, output_dir: Path) -> str | None:
-    if not _resuming(cfg):
-        return None
-    resume = cfg.resume
-    if resume in (True, "true", "auto"):
-        last = output_dir / "checkpoints" / "last.ckpt"
-        if last.is_file():
-            log.info("resuming from %s", last)
-            return str(last)
-        log.info("resume=true but no %s yet: starting from scratch", last)
-        return None
-    if not Path(resume).is_file():
-        raise ConfigError(f"resume={resume}: no such checkpoint file")
-    return str(resume)
+def validate_best(trainer: L.Trainer, module: DistillationModule,
+                  datamodule: GlueDataModule) -> str:
+    """Make the module's weights and ``last_val`` the best checkpoint's; return its path.
+
+    An earlier validation was better (1e-6: the callback stores float32 scores), or the final
+    weights were never validated: load the best checkpoint and re-validate, so the exported
+    student and the reported metrics are the best checkpoint's. Otherwise the weights in
+    memory already score best, and another validation pass would be wasted.
+    """
+    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    best_score = checkpoint.best_model_score if checkpoint is not None else None
+    stale = not module.last_val or module.last_val_step != trainer.global_step
+    if best and best_score is not None and (
+            stale or float(best_score) > module.last_val["score"] + 1e-6):
+        trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+    elif stale:
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    return best
 
 
-def _export_student(module: Any, tokenizer: Any, task: TaskSpec, dest: Path) -> Path:
-    student = module.student
+def export_student(student: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                   task: TaskSpec, dest: Path) -> Path:
+    """``save_pretrained`` model + tokenizer, with label names, written atomically."""
     if task.label_names and not task.is_regression:
         student.config.id2label = dict(enumerate(task.label_names))
         student.config.label2id = {n: i for i, n in enumerate(task.label_names)}
@@ -224,20 +200,35 @@ def _export_student(module: Any, tokenizer: Any, task: TaskSpec, dest: Path) -> 
     return atomic.write_dir(dest, fill)
 
 
-def _model_entry(name: str, model: torch.nn.Module | None, metrics: dict[str, float] | None,
-                 task: TaskSpec) -> dict[str, Any]:
-    metrics = dict(metrics or {})
-    score = metrics.pop("score", None)
-    return {"name": name, "params": count_params(model) if model is not None else None,
-            "score": score,
-            "metrics": {k: metrics[k] for k in task.metric_names if k in metrics}}
+def finish(run: runs.RunRecord, cfg: DictConfig, plan: Plan, side: TeacherSide | None,
+           module: DistillationModule, trainer: L.Trainer, best: str,
+           clocks: tuple[EpochTimer, PhaseLog], loggers: list[Any]) -> dict[str, Any]:
+    """Export the best student and write ``results.json`` ``ok`` (rank zero only)."""
+    train_seconds = run.seconds()
+    student_dir = export_student(module.student, plan.datamodule.tokenizer, plan.task,
+                                 Path(run.results["run_dir"]) / "student")
+    student = runs.model_entry(plan.student.name, module.student, module.last_val, plan.task)
+    student["agreement"] = module.last_agreement
+    teacher = None
+    if side is not None:
+        teacher = runs.model_entry(plan.teacher.name, None, side.scores, plan.task)
+        teacher.update(params=side.builder.params(), path=side.builder.folder)
+    retention = student["score"] / teacher["score"] if teacher and teacher["score"] else None
+    results = run.mark_ok(
+        student=student, teacher=teacher, retention=retention, train_seconds=train_seconds,
+        distill=plan.objective.as_dict(), seed=cfg.seed, best_checkpoint=best or None,
+        student_dir=str(student_dir), global_step=trainer.global_step,
+        epochs=trainer.current_epoch, phase_starts=[list(p) for p in clocks[1].starts],
+        epoch_seconds=clocks[0].epoch_seconds)
+    runs.log_results(loggers, results)
+    return run.write()
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fine-tune or distill one student as ``cfg`` says; return what results.json holds.
 
     Args:
-        cfg: The composed ``conf/train.yaml``.
+        cfg: The composed ``conf/train.yaml`` (never modified).
 
     Returns:
         The results dict (also written to ``<paths.output_dir>/results.json``).
@@ -246,167 +237,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ConfigError: Bad input, found before any weights load (results.json says ``failed``).
     """
     output_dir = Path(cfg.paths.output_dir)
-    if (done := _finished(cfg, output_dir)) is not None:
+    if (done := runs.finished(cfg, output_dir)) is not None:
         log.info("skip_done: %s already finished ok; skipping", output_dir)
         return done
-    results: dict[str, Any] = {"status": "failed", "task": cfg.task.get("name"),
-                               "overrides": _hydra_overrides(), "run_dir": str(output_dir),
-                               "choices": _choices(), "config_sha": config_sha(cfg)}
-    start = time.perf_counter()
-    is_zero = True
-    try:
-        # ---- validate everything cheap first: config, data, tokenizers, label counts
-        check_launch(cfg)
-        task = get_task(cfg.task)
-        results["metric_names"] = task.metric_names
-        distill = instantiate(cfg.distill)  # partial DistillationModule
-        alpha_kd = float(distill.keywords.get("alpha_kd", 0.0))
-        phases = distill.keywords.get("phases") or []
-        alpha_kd = max([alpha_kd, *(float(p.get("alpha_kd", 0.0)) for p in phases)])
-        if phases:
-            # A phased objective (TinyBERT, MiniLM) defines the run's length itself.
-            with open_dict(cfg):
-                cfg.trainer.max_epochs = sum(int(p["epochs"]) for p in phases)
-        data_files = cfg.task.get("data_files")
-        datamodule: GlueDataModule = instantiate(cfg.data)(
-            task=task, data_files=OmegaConf.to_container(data_files) if data_files else None)
-        datamodule.load_raw()
-        teacher_spec = instantiate(cfg.teacher) if cfg.get("teacher") else None
-        student_spec = instantiate(cfg.student)
-        terms = distill.keywords.get("terms")
-        separate = check_models(task, teacher_spec, student_spec, alpha_kd, terms,
-                                datamodule.separate_tokenizers)
-        cache_mode = check_mode(str(cfg.get("teacher_cache") or "off"))
-        ckpt_path = _resume_path(cfg, output_dir)
-
-        # ---- now build: teacher outputs (cached or live), weights, module, trainer
+    with runs.RunRecord(cfg, output_dir) as run:
+        plan = validate(cfg, output_dir)
+        run.results["metric_names"] = plan.task.metric_names
         L.seed_everything(cfg.seed, workers=True)
-        regression = task.is_regression
-        tokenizer = student_spec.tokenizer(teacher_spec)
-        datamodule.set_tokenizer(tokenizer, teacher_spec.tokenizer(None) if separate else None)
-        teacher, device = None, _device(cfg)
-        if teacher_spec is not None:
-            builder = TeacherBuilder(teacher_spec, task, cfg.seed)
-            cache = TeacherCache(Path(cfg.paths.cache_dir) / "teacher", cache_mode)
-            # Dev logits first (score, gate, agreement), train logits only once the teacher
-            # passed the gate, and only when KD logits are all training needs from it.
-            outputs, info = teacher_outputs(datamodule, builder, cache, task.eval_splits,
-                                            device, datamodule.eval_batch_size)
-            results["teacher_gate"] = check_teacher(task, teacher_spec.name, datamodule,
-                                                    outputs, cfg.get("teacher_gate"))
-            from_cache = alpha_kd > 0 and not terms and cache_mode != "off"
-            live = bool(terms) or (alpha_kd > 0 and not from_cache)
-            if from_cache:
-                train_out, train_info = teacher_outputs(datamodule, builder, cache, ["train"],
-                                                        device, datamodule.eval_batch_size)
-                outputs.update(train_out)
-                info["splits"].update(train_info["splits"])
-            results["teacher_cache"] = info
-            datamodule.set_teacher_logits(outputs)
-            needs_model = live or (isinstance(student_spec, FromTeacher)
-                                   and student_spec.source is None)
-            teacher = builder.model() if needs_model else None
-        student = student_spec.build(task.num_labels, regression, teacher=teacher_spec,
-                                     teacher_model=teacher)
-        if teacher is not None and not live:
-            teacher = None  # batches carry the teacher's logits: free its weights
-        if cfg.get("compile"):
-            # In place (keeps state_dict keys); dynamic: every batch has its own length.
-            for model in (student, teacher):
-                if model is not None:
-                    model.compile(dynamic=True)
-        module = distill(student=student, teacher=teacher, task=task,
-                         cached_teacher=teacher_spec is not None,
-                         optimizer=instantiate(cfg.optimizer),
-                         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None)
-
-        with open_dict(cfg):
-            cfg.name = cfg.get("name") or _run_name(cfg)
-            cfg.group = _group(cfg)
-        loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-        trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
-        is_zero = trainer.is_global_zero
-        flat = OmegaConf.to_container(cfg, resolve=True)
-        for logger in loggers:
-            logger.log_hyperparams(_flatten(flat))
-
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)),
-                          None)
-        best = checkpoint.best_model_path if checkpoint is not None else ""
-        best_score = checkpoint.best_model_score if checkpoint is not None else None
-        stale = not module.last_val or module.last_val_step != trainer.global_step
-        if best and best_score is not None and (
-                stale or float(best_score) > module.last_val["score"] + 1e-6):
-            # An earlier validation was better (1e-6: the callback stores float32 scores),
-            # or the final weights were never validated:
-            # load the best checkpoint and re-validate, so the exported student and the
-            # reported metrics are the best checkpoint's. Otherwise the weights in memory
-            # already score best, and another validation pass would be wasted.
-            trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
-        elif stale:
-            trainer.validate(module, datamodule=datamodule, verbose=False)
-        train_seconds = time.perf_counter() - start
-
+        side = prepare(cfg, plan, run.results)
+        module = build_module(cfg, plan, side)
+        # The job as it runs (logged as hyper-parameters, named in loggers); cfg stays as is.
+        job = OmegaConf.merge(cfg, {"name": runs.run_name(cfg), "group": runs.run_group(cfg),
+                                    "trainer": {"max_epochs": plan.max_epochs}})
+        trainer, loggers, timer, phases = build_trainer(job, plan)
+        run.is_zero = trainer.is_global_zero
+        trainer.fit(module, datamodule=plan.datamodule, ckpt_path=plan.ckpt_path)
+        best = validate_best(trainer, module, plan.datamodule)
         if trainer.is_global_zero:
-            student_dir = _export_student(module, tokenizer, task, output_dir / "student")
-            s_entry = _model_entry(student_spec.name, student, module.last_val, task)
-            s_entry["agreement"] = module.last_agreement
-            t_entry = None
-            if teacher_spec is not None:
-                t_entry = _model_entry(teacher_spec.name, None, module.teacher_scores, task)
-                t_entry.update(params=builder.params(), path=builder.folder)
-            retention = (s_entry["score"] / t_entry["score"]
-                         if t_entry and t_entry["score"] else None)
-            results.update(
-                status="ok", student=s_entry, teacher=t_entry, retention=retention,
-                train_seconds=round(train_seconds, 3), error=None,
-                distill={k: v for k, v in distill.keywords.items()}, seed=cfg.seed,
-                best_checkpoint=best or None, student_dir=str(student_dir),
-                global_step=trainer.global_step, epochs=trainer.current_epoch,
-                phase_starts=[list(p) for p in module.phase_starts],
-                epoch_seconds=module.epoch_seconds,
-            )
-            for logger in loggers:
-                logger.log_metrics({"results/student_score": s_entry["score"] or 0.0,
-                                    "results/retention": retention or 0.0})
-                if isinstance(logger, WandbLogger):
-                    # The run's summary is results.json, flat, so dashboards filter on it.
-                    logger.experiment.summary.update(
-                        {k: v for k, v in _flatten(results).items() if v is not None})
-            atomic.write_json(output_dir / "results.json", results)
-        return results
-    except BaseException as err:
-        if is_zero:
-            results.setdefault("student", None)
-            results.setdefault("teacher", None)
-            results.update(status="failed", error=f"{type(err).__name__}: {err}",
-                           retention=None,
-                           train_seconds=round(time.perf_counter() - start, 3))
-            atomic.write_json(output_dir / "results.json", results)
-        raise
-    finally:
-        _finish_wandb()
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a/b": 1}``, so dashboards can filter on every key."""
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        flat.update(_flatten(value, f"{prefix}/{key}" if prefix else str(key)))
-    return flat
-
-
-def _finish_wandb() -> None:
-    """Close the W&B run so the next multirun job gets its own run."""
-    if "wandb" in sys.modules:
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish()
+            finish(run, cfg, plan, side, module, trainer, best, (timer, phases), loggers)
+    return run.results
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
@@ -417,11 +266,10 @@ def main(cfg: DictConfig) -> float:
     ``failed`` with the error, the error is logged, and the job returns NaN (Optuna records
     the trial as failed) so the sweep goes on. A single run exits 2 on bad input.
     """
-    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         results = train(cfg)
     except Exception as err:
-        if multirun and not isinstance(err, LaunchError):
+        if runs.multirun() and not isinstance(err, LaunchError):
             log.error("job %s failed, the sweep goes on: %s: %s",
                       cfg.paths.output_dir, type(err).__name__, err)
             return math.nan
@@ -429,8 +277,7 @@ def main(cfg: DictConfig) -> float:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
         raise
-    student = results.get("student") or {}
-    score = student.get("score")
+    score = (results.get("student") or {}).get("score")
     return math.nan if score is None else float(score)
 
 

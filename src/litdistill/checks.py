@@ -1,0 +1,97 @@
+"""Checks that need configs and tokenizers but no weights: run before anything is built."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from litdistill.errors import ConfigError, LaunchError
+from litdistill.intermediate import IntermediateTerms
+from litdistill.models import ModelSpec, Pretrained
+from litdistill.objective import Objective
+from litdistill.runs import multirun
+from litdistill.tasks import TaskSpec
+
+
+def check_launch(cfg: DictConfig) -> None:
+    """Refuse Lightning ``ddp`` inside a basic/joblib multirun.
+
+    Measured on lightning 2.6.6 + hydra 1.3.8: Lightning relaunches ``sys.argv`` for each
+    extra rank, so the child re-runs the whole sweep (basic launcher) or crashes (joblib, and
+    submitit's local executor, whose extra rank re-runs ``submitit.core._submit``). Under
+    SLURM each rank is a task SLURM started, which is what Lightning expects.
+    """
+    trainer = cfg.trainer
+    strategy = str(trainer.get("strategy", "auto"))
+    multi_device = str(trainer.get("devices", 1)) not in {"1", "auto"} or \
+        int(trainer.get("num_nodes", 1)) > 1
+    if not (strategy.startswith("ddp") and "spawn" not in strategy and multi_device):
+        return
+    if not multirun():
+        return
+    launcher = str(HydraConfig.get().launcher.get("_target_", ""))
+    if not launcher.endswith(".SlurmLauncher"):
+        raise LaunchError(
+            f"trainer.strategy={strategy} with several devices cannot run inside a --multirun "
+            "with the basic, joblib or submitit-local launcher (each rank would relaunch the "
+            "sweep); use one device per job (hardware=cpu/gpu), strategy=ddp_spawn, or "
+            "hydra/launcher=slurm (one SLURM task per GPU)"
+        )
+
+
+def check_models(task: TaskSpec, teacher: ModelSpec | None, student: ModelSpec,
+                 objective: Objective, separate_tokenizers: bool = False) -> bool:
+    """Vocabulary, label-count and layer checks that need configs and tokenizers, not weights.
+
+    Returns:
+        Whether teacher and student need their own tokenizations (vocabularies differ and
+        ``separate_tokenizers`` allows it).
+    """
+    s_config = student.hf_config(teacher)  # resolves paths and layer lists; raises on bad ones
+    if teacher is None:
+        if objective.needs_teacher:
+            raise ConfigError("distillation needs a teacher: set teacher=<tiny|pretrained|zoo> "
+                              "or use distill=none for plain fine-tuning")
+        return False
+    t_tok, s_tok = teacher.tokenizer(None), student.tokenizer(teacher)
+    separate = t_tok.get_vocab() != s_tok.get_vocab()
+    if separate and not separate_tokenizers:
+        raise ConfigError(
+            f"teacher and student vocabularies differ: teacher {teacher.name} has "
+            f"{len(t_tok)} tokens, student {student.name} has {len(s_tok)}; give the student "
+            "the teacher's tokenizer, or set data.separate_tokenizers=true (logit KD only)"
+        )
+    terms = objective.terms
+    if separate and terms:
+        raise ConfigError(
+            f"intermediate terms {sorted(terms)} compare token positions, which differ between "
+            "two tokenizers; with separate tokenizers only logit-level KD works (distill=kd)")
+    if terms:
+        IntermediateTerms(terms, s_config, teacher.hf_config(None))  # mapping, heads, widths
+    config = teacher.hf_config(None)
+    if teacher.has_classifier and config.num_labels != task.num_labels:
+        raise ConfigError(
+            f"teacher {teacher.name} predicts {config.num_labels} labels but task "
+            f"{task.name} has {task.num_labels}; use a teacher fine-tuned on {task.name}"
+        )
+    if objective.uses_logits and isinstance(teacher, Pretrained) and not teacher.has_classifier:
+        raise ConfigError(
+            f"teacher {teacher.name} has no fine-tuned classification head, so its soft "
+            f"targets would be noise; fine-tune it first (teacher=none student=pretrained "
+            f"student.name_or_path={teacher.name} distill=none) and use its run's student/ "
+            "folder as the teacher"
+        )
+    return separate
+
+
+def device_of(cfg: DictConfig) -> torch.device:
+    """Where this process's model runs (for the teacher pass before the trainer starts)."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        # SLURM sets SLURM_LOCALID per task before Lightning sets LOCAL_RANK.
+        rank = os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", 0))
+        return torch.device("cuda", int(rank))
+    return torch.device("cpu")
