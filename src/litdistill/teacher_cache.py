@@ -14,6 +14,16 @@ KD loss by about 1e-3 relative and never flips a prediction except exact near-ti
 Entries are written into a temp folder and renamed (a crashed writer leaves no entry), under
 a file lock per key (concurrent jobs compute an entry once; the others wait and read it).
 
+Every read is checked: ``meta.json`` records the sha256 of the ``logits.npy`` bytes, its shape
+and dtype, and the logits must all be finite. An entry that fails (a flipped byte, a file
+replaced by one of the right size, NaN or inf logits, an unreadable file) is a miss under
+``auto`` (recomputed and replaced, with a warning naming the entry; ``write`` always
+recomputes) and a :class:`ConfigError` under ``read``. Entries written before checksums were
+recorded cannot be told apart from a corrupt one, so they count as corrupt too: ``auto``
+recomputes them once. The check costs 0.6 ms for an SST-2 entry (67,349 x 2 float16, 269 KB:
+reading, hashing and parsing the file, ``isfinite``), against 0.1 ms for the unchecked
+memory-mapped read it replaces and minutes for the teacher pass the entry saves.
+
 Only logits are cached: intermediate objectives (hidden states, attention maps) need the
 teacher live, since their tensors are ``rows x layers x tokens x width`` (gigabytes for
 SST-2).
@@ -22,6 +32,7 @@ SST-2).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import shutil
@@ -80,6 +91,20 @@ def entry_key(teacher: str, split_key: str) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
+def _run_checked(compute: Callable[[], np.ndarray], rows: int) -> np.ndarray:
+    """Runs ``compute`` and returns its logits in float16, refusing any that are not finite:
+    stored, they would fail every read, and training on them gives NaN from the first step."""
+    with np.errstate(over="ignore"):  # an overflow to inf is reported just below
+        logits = np.asarray(compute(), dtype=np.float16)
+    if logits.shape[0] != rows:
+        raise RuntimeError(f"teacher produced {logits.shape[0]} rows, expected {rows}")
+    if not (finite := np.isfinite(logits)).all():
+        raise ConfigError(
+            f"the teacher gave {int((~finite).sum())} NaN/inf logits on {rows} rows (or values "
+            "beyond float16's 65504); check its weights (re-export or fine-tune it again)")
+    return logits
+
+
 class TeacherCache:
     """Teacher logits on disk, one entry per (teacher, tokenized split).
 
@@ -96,27 +121,56 @@ class TeacherCache:
     def _dir(self, key: str) -> Path:
         return self.root / key
 
-    def load(self, key: str, rows: int) -> np.ndarray | None:
-        """The entry's logits, or None when absent or not a complete entry for ``rows``."""
+    def _read(self, key: str, rows: int) -> tuple[np.ndarray | None, str | None]:
+        """``(logits, None)`` for a sound entry, ``(None, None)`` when there is none, and
+        ``(None, what is wrong)`` for an entry that fails its checks."""
         folder = self._dir(key)
+        if not folder.is_dir():
+            return None, None
         try:
             meta = json.loads((folder / "meta.json").read_text())
-            logits = np.load(folder / "logits.npy", mmap_mode="r")
-        except (OSError, ValueError):
-            return None
-        if meta.get("format") != FORMAT or logits.shape[0] != rows:
-            log.warning("teacher cache %s does not match (%s rows, expected %d); ignoring it",
-                        folder, logits.shape[0], rows)
-            return None
-        return np.asarray(logits)
+            data = (folder / "logits.npy").read_bytes()  # read once: hashed, then parsed
+        except (OSError, ValueError) as e:
+            return None, f"unreadable ({e})"
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            return None, f"meta.json is not a format-{FORMAT} entry"
+        if "sha256" not in meta:
+            return None, "no checksum in meta.json (written by an older litdistill)"
+        if hashlib.sha256(data).hexdigest() != meta["sha256"]:
+            return None, "logits.npy does not match the sha256 in meta.json"
+        try:
+            logits = np.load(io.BytesIO(data), allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:  # cannot happen when the hash matched
+            return None, f"logits.npy is not a valid .npy file ({e})"
+        expected = (rows, meta.get("num_labels"))
+        if logits.shape != expected or logits.dtype != np.float16:
+            return None, (f"logits.npy holds {logits.dtype} {list(logits.shape)}, expected "
+                          f"float16 {list(expected)}")
+        if not (finite := np.isfinite(logits)).all():
+            return None, f"logits.npy holds {int((~finite).sum())} NaN/inf values"
+        return logits, None
+
+    def load(self, key: str, rows: int) -> np.ndarray | None:
+        """The entry's logits, or None when absent or failing its checks (logged).
+
+        Checks the sha256 of ``logits.npy`` against ``meta.json``, the shape ``[rows,
+        num_labels]``, the float16 dtype and that every logit is finite.
+        """
+        logits, problem = self._read(key, rows)
+        if problem:
+            log.warning("teacher cache entry %s is not usable: %s", self._dir(key), problem)
+        return logits
 
     def has(self, key: str, rows: int) -> bool:
-        """Whether a complete entry exists (reads only the header)."""
-        return self.load(key, rows) is not None
+        """Whether a complete entry that passes its checks exists (reads the whole entry)."""
+        return self._read(key, rows)[0] is not None
 
     def get(self, key: str, rows: int, compute: Callable[[], np.ndarray],
             meta: dict[str, Any]) -> np.ndarray:
         """Read the entry, or compute it once and store it (as the mode allows).
+
+        A corrupt entry is a miss under ``auto`` (recomputed, with a warning) and an error
+        under ``read``; ``write`` recomputes whatever is there.
 
         Args:
             key: :func:`entry_key`.
@@ -125,12 +179,22 @@ class TeacherCache:
             meta: Written beside the logits (teacher name, params, split...).
 
         Raises:
-            ConfigError: ``mode=read`` and the entry is missing.
+            ConfigError: ``mode=read`` and the entry is missing or corrupt, or the teacher
+                gave non-finite logits.
         """
         if self.mode == "off":
             return compute()
-        if self.mode in ("read", "auto") and (hit := self.load(key, rows)) is not None:
-            return hit
+        if self.mode in ("read", "auto"):
+            hit, problem = self._read(key, rows)
+            if hit is not None:
+                return hit
+            if problem and self.mode == "read":
+                raise ConfigError(
+                    f"teacher cache entry {self._dir(key)} is corrupt ({problem}); rerun with "
+                    "teacher_cache=auto to recompute it, or delete that folder")
+            if problem:
+                log.warning("teacher cache entry %s failed its check (%s); recomputing it",
+                            self._dir(key), problem)
         if self.mode == "read":
             raise ConfigError(
                 f"teacher_cache=read but {self._dir(key)} holds no teacher logits for this "
@@ -138,21 +202,27 @@ class TeacherCache:
         self.root.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self._dir(key)) + ".lock"):
             # Another job may have written it while this one waited for the lock.
-            if self.mode == "auto" and (hit := self.load(key, rows)) is not None:
+            if self.mode == "auto" and (hit := self._read(key, rows)[0]) is not None:
                 return hit
-            logits = np.asarray(compute(), dtype=np.float16)
-            if logits.shape[0] != rows:
-                raise RuntimeError(f"teacher produced {logits.shape[0]} rows, expected {rows}")
-            self._write(key, logits, meta)
-        return self.load(key, rows)
+            self._write(key, _run_checked(compute, rows), meta)
+        hit, problem = self._read(key, rows)
+        if hit is None:
+            raise RuntimeError(f"teacher cache entry {self._dir(key)} failed its checks right "
+                               f"after it was written: {problem}")
+        return hit
 
     def _write(self, key: str, logits: np.ndarray, meta: dict[str, Any]) -> None:
         dest = self._dir(key)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=self.root))
         try:
-            np.save(tmp / "logits.npy", logits)
-            meta = {"format": FORMAT, "rows": logits.shape[0],
-                    "num_labels": logits.shape[1], "dtype": "float16", **meta}
+            buffer = io.BytesIO()
+            np.save(buffer, logits)
+            data = buffer.getvalue()
+            (tmp / "logits.npy").write_bytes(data)
+            # The checks' fields come last, so a caller's meta cannot override them.
+            meta = {**meta, "format": FORMAT, "rows": logits.shape[0],
+                    "num_labels": logits.shape[1], "dtype": "float16",
+                    "sha256": hashlib.sha256(data).hexdigest()}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
             if dest.exists():  # mode=write replaces an entry; readers hold memory copies
                 shutil.rmtree(dest)
@@ -161,11 +231,12 @@ class TeacherCache:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def meta(self, key: str) -> dict[str, Any]:
-        """The entry's meta.json ({} when absent)."""
+        """The entry's meta.json ({} when absent or unreadable)."""
         try:
-            return json.loads((self._dir(key) / "meta.json").read_text())
+            meta = json.loads((self._dir(key) / "meta.json").read_text())
         except (OSError, ValueError):
             return {}
+        return meta if isinstance(meta, dict) else {}
 
 
 @torch.no_grad()
