@@ -228,3 +228,49 @@ def test_plots_give_each_task_its_own_panel_and_pareto_front() -> None:
     labels = plots._labels(sst2[0])  # what all of a panel's points share is left out
     assert sorted(labels.values()) == ["student=b", "student=c", "student=d"]
     assert plots.plot_panels(rows, "params", "score", front=False)["sst2"][1] == []
+
+
+def _job(task: str, distill: str, seed: int, score: float, teacher: float) -> dict:
+    overrides = [f"task={task}", f"teacher.name_or_path=/t/{task}", f"distill={distill}",
+                 "data.max_train_samples=100", f"seed={seed}"]
+    return {"status": "ok", "task": task, "overrides": overrides, "seed": seed,
+            "choices": {"distill": distill}, "distill": {"alpha_kd": 0.5 * (distill != "none")},
+            "retention": score / teacher, "job_dir": f"/j/{task}/{distill}/{seed}",
+            "student": {"name": "s", "params": 10, "score": score},
+            "teacher": {"name": "t", "params": 20, "score": teacher, "path": f"/t/{task}"}}
+
+
+def test_paired_gains_and_scores_by_task():
+    """KD minus baseline per seed: rte gains (0.62-0.60, 0.66-0.61) = (+2, +5) points, mean
+    +3.5, sample std sqrt(((2-3.5)^2 + (5-3.5)^2) / 1) = 2.12; cola loses 1 point on its one
+    shared seed (seed 3 has no baseline, so it is not paired)."""
+    jobs = [_job("rte", "none", 1, 0.60, 0.70), _job("rte", "none", 2, 0.61, 0.70),
+            _job("rte", "kd", 1, 0.62, 0.70), _job("rte", "kd", 2, 0.66, 0.70),
+            _job("cola", "none", 1, 0.30, 0.40), _job("cola", "kd", 1, 0.29, 0.40),
+            _job("cola", "kd", 3, 0.35, 0.40)]
+    rows, common = report.build_rows(jobs)
+    kd = {r["task"]: r for r in rows if r["kind"] == "student" and not r["baseline"]}
+    assert kd["rte"]["gain_mean"] == pytest.approx(0.035)
+    assert kd["rte"]["gain_std"] == pytest.approx(statistics.stdev([0.02, 0.05]))
+    assert kd["cola"]["gain_mean"] == pytest.approx(-0.01) and kd["cola"]["gain_n"] == 1
+    assert all("gain_mean" not in r for r in rows if r.get("baseline"))
+    # one recipe across tasks: the task and per-task teacher folder are not part of it
+    assert kd["rte"]["recipe"] == kd["cola"]["recipe"] == ("data.max_train_samples=100",
+                                                         "distill=kd")
+    from litdistill import tables
+
+    gains = "\n".join(tables.render_gains(rows, common))
+    assert "| distill=kd | 2 | 1/2 | +1.25 |" in gains  # (+3.5 - 1.0) / 2
+    by_task = "\n".join(tables.render_by_task(rows, common))
+    assert "| teacher | 40.0 | 70.0 | | |" in by_task
+    # kd: cola mean of 0.29, 0.35; rte of 0.62, 0.66; mean over tasks (0.32 + 0.64) / 2
+    assert "| distill=kd | 32.0 ± 4.2 (2) | 64.0 ± 2.8 (2) | 48.0 |" in by_task
+
+
+def test_no_pairs_no_gain_section(sweep):
+    """A sweep without a baseline of the same configuration gets no gain section."""
+    from litdistill import tables
+
+    rows, common = report.build_rows([_job("rte", "kd", 1, 0.6, 0.7)])
+    assert tables.render_gains(rows, common) == []
+    assert tables.render_by_task(rows, common) == []

@@ -103,6 +103,33 @@ def config_key(overrides: list[str]) -> tuple[str, ...]:
     return tuple(sorted(keep))
 
 
+# Override roots a KD configuration may differ in from its no-KD baseline.
+PAIR_FREE = ("distill", "transfer", "augment")
+
+
+def _root(override: str) -> str:
+    return re.split(r"[./]", override.lstrip("+~").split("=", 1)[0])[0]
+
+
+def pair_key(job: dict[str, Any]) -> tuple[str, ...]:
+    """What a KD job shares with its baseline: its configuration minus the objective,
+    transfer set and augmentation (same task, student, labelled rows, teacher, budget)."""
+    return tuple(o for o in config_key(job.get("overrides") or []) if _root(o) not in PAIR_FREE)
+
+
+def recipe_key(key: tuple[str, ...]) -> tuple[str, ...]:
+    """A configuration across tasks: without the task and the per-task teacher folder."""
+    return tuple(o for o in key if _root(o) != "task"
+                 and not o.lstrip("+~").startswith("teacher.name_or_path"))
+
+
+def is_baseline(job: dict[str, Any]) -> bool:
+    """No distillation at all: ``distill=none``, no transfer set, no augmentation."""
+    chosen = job.get("choices") or {}
+    return _objective(job) == "none" and chosen.get("transfer", "none") == "none" \
+        and chosen.get("augment", "none") == "none"
+
+
 def _stats(values: Any) -> tuple[float | None, float | None, int]:
     vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
     if not vals:
@@ -154,6 +181,9 @@ def build_rows(jobs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], set[st
                "alpha_kd": distill.get("alpha_kd"), "seeds": [j.get("seed") for j in group],
                "jobs": [j["job_dir"] for j in group],
                "scores": [j["student"].get("score") for j in group],
+               "by_seed": {j.get("seed"): j["student"].get("score") for j in group},
+               "pair_key": pair_key(first), "baseline": is_baseline(first),
+               "recipe": recipe_key(key),
                "model_dir": next((d for d in map(_student_dir, group) if d and Path(d).is_dir()),
                                  _student_dir(first))}
         for name, get in (("score", lambda j: j["student"].get("score")),
@@ -173,7 +203,24 @@ def build_rows(jobs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], set[st
                     "score_mean": score, "score_n": int(score is not None), "jobs": [],
                     "model_dir": t.get("path")})["jobs"].append(job["job_dir"])
     rows.sort(key=lambda r: (str(r["task"]), r["score_mean"] is None, -(r["score_mean"] or 0)))
+    paired_gains(rows)
     return list(teachers.values()) + rows, common
+
+
+def paired_gains(rows: list[dict[str, Any]]) -> None:
+    """Give every KD configuration its gain over the baseline of the same task and
+    :func:`pair_key`, paired by seed: ``gain_mean``/``gain_std``/``gain_n`` (score units)."""
+    baselines = {(r["task"], r["pair_key"]): r for r in rows if r["baseline"]}
+    for row in rows:
+        base = baselines.get((row["task"], row["pair_key"]))
+        if row["baseline"] or base is None:
+            continue
+        seeds = [s for s in row["by_seed"] if s in base["by_seed"]]
+        diffs = [row["by_seed"][s] - base["by_seed"][s] for s in seeds
+                 if row["by_seed"][s] is not None and base["by_seed"][s] is not None]
+        row["gain_mean"], row["gain_std"], row["gain_n"] = _stats(diffs)
+        row["baseline_score"] = statistics.mean(base["by_seed"][s] for s in seeds) \
+            if diffs else None
 
 
 def measure_rows(rows: list[dict[str, Any]], threads: int, repeats: int) -> list[str]:

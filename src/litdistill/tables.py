@@ -67,6 +67,81 @@ def render_csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def _points(mean: float | None, std: float | None, n: int, sign: bool = False) -> str:
+    """A score (fraction) as points x100: ``75.9 ± 0.5 (3)``; ``–`` when missing."""
+    if mean is None:
+        return "–"
+    text = f"{100 * mean:+.1f}" if sign else f"{100 * mean:.1f}"
+    return text + (f" ± {100 * std:.1f}" if std is not None else "") + f" ({n})"
+
+
+def _label(key: tuple[str, ...], common: set[str]) -> str:
+    return " ".join(o for o in key if o not in common) or "(defaults)"
+
+
+def render_gains(rows: list[dict[str, Any]], common: set[str]) -> list[str]:
+    """"Did KD pay?": each KD configuration's gain over its baseline, paired by seed, and
+    per recipe the number of tasks where the mean gain is > 0 (empty without pairs)."""
+    kd = [r for r in rows if r.get("gain_n")]
+    if not kd:
+        return []
+    lines = ["", "## Did KD pay? Gain over the no-KD baseline, paired by seed", "",
+             "Each KD configuration minus the baseline of the same task, student, labelled "
+             "rows and teacher (`distill=none`, no transfer set, no augmentation), seed by "
+             "seed; scores and gains in points (x100), mean ± sample std (n seeds).", "",
+             "| config | task | baseline | KD | gain |", "|---|---|---|---|---|"]
+    recipes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for r in kd:
+        recipes.setdefault(r["recipe"], []).append(r)
+        lines.append(f"| {_cell(r['config'])} | {r['task']} | "
+                     f"{_points(r['baseline_score'], None, r['gain_n'])} | "
+                     f"{_points(r['score_mean'], r['score_std'], r['score_n'])} | "
+                     f"{_points(r['gain_mean'], r['gain_std'], r['gain_n'], sign=True)} |")
+    lines += ["", "| recipe | tasks | tasks where KD > baseline | mean gain |",
+              "|---|---|---|---|"]
+    for recipe, group in recipes.items():
+        wins = sum(r["gain_mean"] > 0 for r in group)
+        mean = sum(r["gain_mean"] for r in group) / len(group)
+        lines.append(f"| {_cell(_label(recipe, common))} | {len(group)} | {wins}/{len(group)} "
+                     f"| {100 * mean:+.2f} |")
+    return lines
+
+
+def render_by_task(rows: list[dict[str, Any]], common: set[str]) -> list[str]:
+    """One row per recipe, one column per task (points), mean and mean retention over the
+    tasks when the recipe ran on all of them (empty for a single task)."""
+    students = [r for r in rows if r["kind"] == "student"]
+    tasks = sorted({str(r["task"]) for r in students})
+    if len(tasks) < 2:
+        return []
+    teacher_scores: dict[str, set[float]] = {}
+    for r in rows:
+        if r["kind"] == "teacher" and r["score_mean"] is not None:
+            teacher_scores.setdefault(str(r["task"]), set()).add(r["score_mean"])
+    lines = ["", "## Scores by task", "",
+             "Dev score in points (x100), mean ± sample std (n seeds); mean and retention "
+             "(student / its teacher, per task) over the tasks, when a recipe has all of them.",
+             "", "| recipe | " + " | ".join(tasks) + " | mean | retention |",
+             "|" + "---|" * (len(tasks) + 3)]
+    cells = [" / ".join(f"{100 * v:.1f}" for v in sorted(teacher_scores.get(t, ()))) or "–"
+             for t in tasks]
+    lines.append("| teacher | " + " | ".join(cells) + " | | |")
+    recipes: dict[tuple[str, ...], dict[str, dict[str, Any]]] = {}
+    for r in students:
+        recipes.setdefault(r["recipe"], {})[str(r["task"])] = r
+    for recipe, by_task in recipes.items():
+        full = len(by_task) == len(tasks)
+        mean = sum(by_task[t]["score_mean"] for t in tasks) / len(tasks) if full else None
+        ret = [by_task[t].get("retention_mean") for t in tasks] if full else [None]
+        retention = f"{100 * sum(ret) / len(ret):.1f}%" if None not in ret else "–"
+        lines.append(f"| {_cell(_label(recipe, common))} | "
+                     + " | ".join(_points(by_task[t]["score_mean"], by_task[t]["score_std"],
+                                          by_task[t]["score_n"]) if t in by_task else "–"
+                                  for t in tasks)
+                     + f" | {'–' if mean is None else f'{100 * mean:.1f}'} | {retention} |")
+    return lines
+
+
 def render_markdown(rows: list[dict[str, Any]], jobs: list[dict[str, Any]], common: set[str],
                     meta: dict[str, str], plots: dict[str, bool], notes: list[str]) -> str:
     """``report.md``: header, results table, failed jobs, plots and latency notes."""
@@ -79,6 +154,7 @@ def render_markdown(rows: list[dict[str, Any]], jobs: list[dict[str, Any]], comm
               "mean ± sample std over seeds (n); latency and throughput are per model.", "",
               "| " + " | ".join(h for h, _ in _COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
     lines += ["| " + " | ".join(_cell(get(r)) for _, get in _COLUMNS) + " |" for r in rows]
+    lines += render_gains(rows, common) + render_by_task(rows, common)
     failed = [j for j in jobs if not (j.get("status") == "ok" and j.get("student"))]
     lines += ["", f"## Failed jobs ({len(failed)})", ""]
     for job in failed:

@@ -48,6 +48,7 @@ from torch import Tensor, nn
 
 from litdistill.atomic import sha256_file
 from litdistill.errors import ConfigError
+from litdistill.models import freeze
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +254,7 @@ def run_teacher(teacher: nn.Module, batches: Iterable[tuple[list[int], dict[str,
     Returns:
         ``[rows, num_labels]`` float32 logits.
     """
-    teacher.eval().to(device)
+    freeze(teacher).to(device)
     out: np.ndarray | None = None
     for positions, inputs in batches:
         logits = teacher(**{k: v.to(device) for k, v in inputs.items()}).logits.float().cpu()
