@@ -27,13 +27,19 @@ warm-up run (``teacher_cache=off``, 4 batches) goes first.
     Hydra's per-job run-dir and logging set-up, which costs the same on both sides; running a
     real ``--multirun`` subprocess would only add process start and imports once per side.
 
-Goals: warm-cache KD epoch >= 1.4x faster than off; the shared-cache sweep <= 0.6x the time
-of the 4 independent runs.
+With ``--transfer-rows N`` every run also learns from N unlabelled SST-2 rows
+(``transfer=train_rest``: the training rows outside the labelled subset): (a) then measures a
+KD epoch over labelled + transfer rows with their cached logits vs a live teacher.
+
+Goals: warm-cache KD epoch >= 1.4x faster than off (with or without a transfer set); the
+shared-cache sweep <= 0.6x the time of the 4 independent runs.
 
 Run (from the repository root, ``GLUE_DIR`` set)::
 
     python benchmarks/teacher_cache.py --quick                                 # check (~2 min)
     python benchmarks/teacher_cache.py --threads 2 --train-samples 2000 --out tcache_cpu.json
+    python benchmarks/teacher_cache.py --threads 2 --train-samples 1000 --transfer-rows 4000 \
+        --skip-sweep --out tcache_transfer_cpu.json
     python benchmarks/teacher_cache.py --device cuda --precision bf16 --out tcache_gpu.json
     # GPU, mpnet_base random init -> 6 layers (the sweep's cuts then come from 12 layers)
     python benchmarks/teacher_cache.py --device cuda --precision bf16 --teacher <mpnet folder> \
@@ -149,6 +155,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help=f"conf/student options of the sweep (default {SWEEP})")
     parser.add_argument("--sweep-epochs", type=int, default=None,
                         help="epochs of each sweep job (default 3, as conf/trainer; --quick 1)")
+    parser.add_argument("--transfer-rows", type=int, default=None,
+                        help="add a transfer set of this many unlabelled SST-2 rows "
+                             "(transfer=train_rest) to every run")
     parser.add_argument("--repeats", type=int, default=1,
                         help="repeats of each side of (a) and (b), alternating")
     parser.add_argument("--skip-epoch", action="store_true", help="skip (a)")
@@ -179,12 +188,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base = ["teacher=pretrained", f"teacher.name_or_path={folder}", "distill=kd",
             "teacher_gate=null", f"data.max_train_samples={args.train_samples or 'null'}",
             f"data.max_eval_samples={args.eval_samples or 'null'}"]
+    if args.transfer_rows:
+        base += ["transfer=train_rest", f"transfer.max_rows={args.transfer_rows}"]
     console.print(f"teacher {source} ({'random init' if args.random_init else 'pretrained'}"
                   f" encoder, random head) saved to {folder}; train rows "
                   f"{args.train_samples or 'all'}, dev rows {args.eval_samples or 'all'}")
 
     results: dict[str, Any] = {"teacher": str(source), "random_init": args.random_init,
                                "train_samples": args.train_samples,
+                               "transfer_rows": args.transfer_rows,
                                "eval_samples": args.eval_samples}
     if not args.skip_epoch:
         results["epoch"] = epoch_benchmark(args, base, layers, work, data_cache)

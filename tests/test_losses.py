@@ -113,3 +113,54 @@ def test_bad_arguments_raise():
         kd_loss(torch.zeros(1, 2), torch.zeros(1, 2), 0.0)
     with pytest.raises(ValueError, match="shapes differ"):
         kd_loss(torch.zeros(1, 2), torch.zeros(1, 3), 1.0)
+
+
+def test_transfer_rows_get_kd_but_no_task_term():
+    """Rows 0-1 labelled, rows 2-3 transfer rows (their 'labels' are placeholders).
+
+    Student logits 0 everywhere: CE of a labelled row = ln 2 whatever its label, so the task
+    term is (ln 2 + ln 2) / 2 = ln 2: the mean over the 2 labelled rows, not (2 ln 2) / 4.
+    Teacher (ln 3, 0) on every row: kd = T^2 KL = 0.130812 per row (T = 1), mean over all 4.
+    Total = 0.5 * 0.130812 + 0.5 * ln 2.
+    """
+    student = torch.zeros(4, 2, requires_grad=True)
+    teacher = torch.tensor([[math.log(3.0), 0.0]] * 4)
+    labels = torch.tensor([1, 0, 1, 1])
+    labelled = torch.tensor([True, True, False, False])
+    out = distillation_loss(student, teacher, labels, regression=False, temperature=1.0,
+                            alpha_kd=0.5, alpha_task=0.5, labelled=labelled)
+    kl = 0.75 * math.log(1.5) - 0.25 * math.log(2.0)
+    assert out["loss_task"].item() == pytest.approx(math.log(2.0), rel=1e-6)
+    assert out["loss_kd"].item() == pytest.approx(kl, rel=1e-6)
+    assert out["loss"].item() == pytest.approx(0.5 * kl + 0.5 * math.log(2.0), rel=1e-6)
+    # A transfer row's label never reaches the gradient: flipping it changes nothing.
+    out["loss"].backward()
+    grad = student.grad.clone()
+    student.grad = None
+    flipped = distillation_loss(student, teacher, torch.tensor([1, 0, 0, 0]), regression=False,
+                                temperature=1.0, alpha_kd=0.5, alpha_task=0.5, labelled=labelled)
+    flipped["loss"].backward()
+    assert torch.equal(grad, student.grad)
+
+
+def test_batch_of_transfer_rows_has_no_task_term():
+    """No labelled row: the task term is exactly 0 (no gradient), the KD term unchanged;
+    regression placeholders (NaN here) never leak into the loss."""
+    student = torch.zeros(3, 1, requires_grad=True)
+    teacher = torch.tensor([[1.0], [2.0], [3.0]])
+    labels = torch.tensor([float("nan")] * 3)
+    out = distillation_loss(student, teacher, labels, regression=True,
+                            alpha_kd=1.0, alpha_task=1.0, labelled=torch.zeros(3, dtype=torch.bool))
+    assert out["loss_task"].item() == 0.0
+    assert out["loss_kd"].item() == pytest.approx((1 + 4 + 9) / 3)  # MSE to the teacher
+    assert out["loss"].item() == pytest.approx(14 / 3)
+    out["loss"].backward()
+    assert torch.isfinite(student.grad).all()
+
+
+def test_regression_task_term_is_the_mean_over_labelled_rows():
+    """Predictions 0; labelled targets 1 and 3 -> (1 + 9) / 2 = 5; the transfer row's 10 is
+    ignored (with it the mean would be 110 / 3)."""
+    out = task_loss(torch.zeros(3, 1), torch.tensor([1.0, 3.0, 10.0]), True,
+                    labelled=torch.tensor([1, 1, 0]))
+    assert out.item() == pytest.approx(5.0)

@@ -11,6 +11,7 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 TEACHER_PREFIX = "teacher_"
 TEACHER_LOGITS = "teacher_logits"  # precomputed (cached) teacher logits, [batch, num_labels]
+LABELLED = "labelled"  # 1 for a labelled row, 0 for a transfer row (only with a transfer set)
 
 
 class EpochSeededSampler(Sampler[int]):

@@ -15,7 +15,7 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import datasets
@@ -30,6 +30,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from litdistill.atomic import sha256_file
 from litdistill.batching import (
+    LABELLED,
     TEACHER_LOGITS,
     TEACHER_PREFIX,
     DualCollator,
@@ -65,6 +66,25 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def cached_dataset(path: Path, build: Callable[[], datasets.Dataset]) -> datasets.Dataset:
+    """The dataset saved at ``path``, else ``build()`` saved there atomically (a temp folder
+    renamed into place; a concurrent writer of the same key may win) and memory-mapped."""
+    if (path / "dataset_info.json").is_file():
+        return datasets.load_from_disk(str(path))
+    ds = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        ds.save_to_disk(str(tmp))
+        os.replace(tmp, path)
+    except OSError:
+        if not (path / "dataset_info.json").is_file():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return datasets.load_from_disk(str(path))
+
+
 class GlueDataModule(L.LightningDataModule):
     """Train and eval splits of one task, tokenized once, dynamically padded.
 
@@ -82,7 +102,10 @@ class GlueDataModule(L.LightningDataModule):
         group_by_length: Batch similar lengths together (less padding, same epoch contents).
         num_workers: DataLoader worker processes.
         pin_memory: Pin host memory (for GPU training).
-        seed: Seed of subsampling and shuffling.
+        seed: Seed of shuffling (and of subsampling unless ``subset_seed`` is set).
+        subset_seed: Seed of the ``max_train_samples``/``max_eval_samples`` subsets and of
+            the transfer-row cap (None: ``seed``). A study fixes it so that the teacher and
+            every student seed share one labelled subset.
         cache_dir: Where tokenized splits are cached (None: no cache).
         separate_tokenizers: Allow a teacher whose vocabulary differs from the student's:
             each example is tokenized twice (logit-level KD only).
@@ -108,6 +131,7 @@ class GlueDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         separate_tokenizers: bool = False,
         padding: str = "longest",
+        subset_seed: int | None = None,
     ) -> None:
         super().__init__()
         if padding not in ("longest", "max_length"):
@@ -126,19 +150,26 @@ class GlueDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.seed = seed
+        self.subset_seed = seed if subset_seed is None else subset_seed
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.teacher_tokenizer: PreTrainedTokenizerBase | None = None
         self.raw: dict[str, datasets.Dataset] = {}
         self._source_ids: dict[str, str] = {}
         self._subsampled: set[str] = set()  # splits cut to a seeded subset
+        self._rest: datasets.Dataset | None = None  # training rows left out of the subset
         self.splits: dict[str, datasets.Dataset] = {}
         self.teacher_logits: dict[str, np.ndarray] = {}  # split -> [rows, labels] (row order)
 
     @property
     def split_names(self) -> list[str]:
-        """The training split followed by the task's eval splits."""
-        return ["train", *self.task.eval_splits]
+        """The training split, the task's eval splits, and ``transfer`` when there is one."""
+        return ["train", *self.task.eval_splits, *(["transfer"] if self.has_transfer else [])]
+
+    @property
+    def has_transfer(self) -> bool:
+        """Whether unlabelled transfer rows were attached (:meth:`set_transfer`)."""
+        return "transfer" in self.raw
 
     # ----------------------------------------------------------------- reading + validation
     def load_raw(self) -> dict[str, datasets.Dataset]:
@@ -166,6 +197,34 @@ class GlueDataModule(L.LightningDataModule):
                                   f"({self._source_ids[split]}); point the task at real data")
         self.raw = {s: self._subsample(s, ds) for s, ds in self.raw.items()}
         return self.raw
+
+    def train_rest(self) -> datasets.Dataset:
+        """The text of the training rows ``max_train_samples`` left out (labels dropped).
+
+        Raises:
+            ConfigError: The training split was not subsampled, so no rows are left.
+        """
+        self.load_raw()
+        if self._rest is None or len(self._rest) == 0:
+            raise ConfigError(
+                f"transfer=train_rest takes the training rows outside the labelled subset, but "
+                f"data.max_train_samples={self.max_train_samples} keeps all "
+                f"{len(self.raw['train'])} rows of {self.task.name}; set it below that")
+        return self._rest.select_columns(list(self.task.text_fields))
+
+    def set_transfer(self, rows: datasets.Dataset, source_id: str) -> None:
+        """Attach unlabelled transfer rows (text fields only) as the ``transfer`` split.
+
+        Args:
+            rows: The rows' text fields.
+            source_id: Everything the rows depend on (files' sha256, subset, cap,
+                augmentation key): part of the split's cache key, and so of its teacher
+                logits' cache key.
+        """
+        placeholder = 0.0 if self.task.is_regression else 0  # never read: rows are unlabelled
+        self.raw["transfer"] = rows.select_columns(list(self.task.text_fields)).add_column(
+            "label", [placeholder] * len(rows)).add_column("idx", list(range(len(rows))))
+        self._source_ids["transfer"] = source_id
 
     def _load_glue_dir(self) -> None:
         task = self.task
@@ -244,7 +303,11 @@ class GlueDataModule(L.LightningDataModule):
             return ds
         self._subsampled.add(split)
         # A seeded random subset, not the first rows: several GLUE files are ordered by source.
-        return ds.select(sorted(random.Random(self.seed).sample(range(len(ds)), limit)))
+        keep = sorted(random.Random(self.subset_seed).sample(range(len(ds)), limit))
+        if split == "train":
+            chosen = set(keep)
+            self._rest = ds.select([i for i in range(len(ds)) if i not in chosen])
+        return ds.select(keep)
 
     # ---------------------------------------------------------------------- tokenizing
     def set_tokenizer(self, tokenizer: PreTrainedTokenizerBase,
@@ -270,7 +333,7 @@ class GlueDataModule(L.LightningDataModule):
             if self.teacher_tokenizer is not None else None,
             # The seed matters only when a subset is drawn: the seeds of a sweep over a full
             # split share one tokenized split and one set of teacher logits.
-            "subsample": [limit, self.seed] if split in self._subsampled else None,
+            "subsample": [limit, self.subset_seed] if split in self._subsampled else None,
             "labels": self.task.label_names,
         }
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
@@ -296,21 +359,13 @@ class GlueDataModule(L.LightningDataModule):
     def _cached_split(self, split: str) -> datasets.Dataset:
         if self.cache_dir is None:
             return self._tokenize(split)
-        path = self.cache_dir / self.cache_key(split)
-        if (path / "dataset_info.json").is_file():
-            return datasets.load_from_disk(str(path))
-        ds = self._tokenize(split)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
-            ds.save_to_disk(str(tmp))
-            os.replace(tmp, path)  # atomic; a concurrent writer of the same key may win
-        except OSError:
-            if not (path / "dataset_info.json").is_file():
-                raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return datasets.load_from_disk(str(path))
+        return cached_dataset(self.cache_dir / self.cache_key(split),
+                              lambda: self._tokenize(split))
+
+    def split_source(self, split: str) -> str:
+        """What a raw split was read from (``path#sha256=...``, hub fingerprint, ...)."""
+        self.load_raw()
+        return self._source_ids[split]
 
     def tokenized(self, split: str) -> datasets.Dataset:
         """The tokenized split in its stored row order (the order teacher logits follow)."""
@@ -359,7 +414,10 @@ class GlueDataModule(L.LightningDataModule):
                 ds = self._cached_split(split)
                 if split in self.teacher_logits:
                     ds = ds.add_column(TEACHER_LOGITS, list(self.teacher_logits[split]))
-                if split != "train":
+                if self.has_transfer and split in ("train", "transfer"):
+                    # Which rows have a label: the task term averages over those only.
+                    ds = ds.add_column(LABELLED, [int(split == "train")] * len(ds))
+                if split in self.task.eval_splits:
                     # Eval batches of similar lengths pad less; metrics ignore order and
                     # the idx column keeps each row's identity.
                     ds = ds.select(sorted(range(len(ds)), key=ds["length"].__getitem__))
@@ -374,10 +432,14 @@ class GlueDataModule(L.LightningDataModule):
         return LogitsCollator(DataCollatorWithPadding(self.tokenizer, return_tensors="pt", **pad))
 
     def _loader(self, split: str, batch_size: int, train: bool) -> DataLoader:
-        ds = self.splits[split].remove_columns(["length"])
+        ds = self.splits[split]
+        if train and self.has_transfer:
+            # One epoch = one pass over labelled + transfer rows, shuffled together.
+            ds = datasets.concatenate_datasets([ds, self.splits["transfer"]])
+        lengths = list(ds["length"]) if train else []
+        ds = ds.remove_columns(["length"])
         sampler = None
         if train:
-            lengths = list(self.splits[split]["length"])
 
             def order(generator: torch.Generator) -> Sampler[int]:
                 if self.group_by_length:

@@ -11,6 +11,17 @@ d kd / d z_s = T * (softmax(z_s / T) - softmax(z_t / T)), and for large T the br
 about (z_s - z_t) / (C * T) for zero-mean logits over C classes, so the gradient tends to
 (z_s - z_t) / C whatever T is (without T^2 it would shrink like 1 / T^2).
 The total training loss is ``alpha_kd * kd + alpha_task * task``.
+
+Transfer rows (rows without a label: a transfer set, augmented copies) take part in every
+teacher-driven term and in no task term. In a batch of B rows of which the mask ``labelled``
+marks n::
+
+    kd   = mean over all B rows (batchmean, as above)
+    task = (1 / n) * sum over the n labelled rows of CE (MSE for regression), 0 when n = 0
+
+so the task term is the mean over the labelled rows only, never diluted by the transfer rows
+(dividing by B would shrink it by n / B), and a batch of transfer rows only has no task term
+(0, with no gradient). It is a masked mean, not an index, so it needs no host sync on a GPU.
 """
 
 from __future__ import annotations
@@ -58,17 +69,30 @@ def regression_kd_loss(student_pred: Tensor, teacher_pred: Tensor) -> Tensor:
     return F.mse_loss(student_pred.float().view(-1), teacher_pred.detach().float().view(-1))
 
 
-def task_loss(logits: Tensor, labels: Tensor, regression: bool) -> Tensor:
+def task_loss(logits: Tensor, labels: Tensor, regression: bool,
+              labelled: Tensor | None = None) -> Tensor:
     """The supervised loss on hard labels: cross-entropy, or MSE for regression.
 
     Args:
         logits: (B, C) logits, or (B, 1) predictions for regression.
-        labels: (B,) class ids (long) or float targets.
+        labels: (B,) class ids (long) or float targets (any value on unlabelled rows).
         regression: Which of the two applies.
+        labelled: (B,) mask of rows that have a label (None: all of them); the loss is the
+            mean over those rows, 0 when there are none.
     """
+    if labelled is None:
+        if regression:
+            return F.mse_loss(logits.float().view(-1), labels.float().view(-1))
+        return F.cross_entropy(logits.float(), labels.long())
+    mask = labelled.view(-1).bool()
+    # An unlabelled row's placeholder (even NaN) must reach neither the loss nor its gradient.
+    labels = torch.where(mask, labels.view(-1), torch.zeros_like(labels.view(-1)))
     if regression:
-        return F.mse_loss(logits.float().view(-1), labels.float().view(-1))
-    return F.cross_entropy(logits.float(), labels.long())
+        per_row = (logits.float().view(-1) - labels.float().view(-1)).pow(2)
+    else:
+        per_row = F.cross_entropy(logits.float(), labels.long(), reduction="none")
+    per_row = torch.where(mask, per_row, torch.zeros_like(per_row))
+    return per_row.sum() / mask.sum().clamp_min(1).to(per_row.dtype)
 
 
 def distillation_loss(
@@ -80,6 +104,7 @@ def distillation_loss(
     temperature: float = 1.0,
     alpha_kd: float = 0.5,
     alpha_task: float = 0.5,
+    labelled: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Total loss ``alpha_kd * kd + alpha_task * task`` and its named terms.
 
@@ -92,11 +117,12 @@ def distillation_loss(
         temperature: KD temperature (classification only).
         alpha_kd: Weight of the KD term.
         alpha_task: Weight of the hard-label term.
+        labelled: (B,) mask of labelled rows (None: all); see the module docstring.
 
     Returns:
         ``{"loss", "loss_task"}`` plus ``"loss_kd"`` when a teacher is given.
     """
-    out = {"loss_task": task_loss(student_logits, labels, regression)}
+    out = {"loss_task": task_loss(student_logits, labels, regression, labelled)}
     if teacher_logits is not None:
         out["loss_kd"] = (regression_kd_loss(student_logits, teacher_logits) if regression
                           else kd_loss(student_logits, teacher_logits, temperature))

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 
 from litdistill import metrics, optim
-from litdistill.batching import TEACHER_LOGITS, TEACHER_PREFIX
+from litdistill.batching import LABELLED, TEACHER_LOGITS, TEACHER_PREFIX
 from litdistill.errors import ConfigError
 from litdistill.intermediate import IntermediateTerms
 from litdistill.losses import distillation_loss
@@ -30,12 +30,14 @@ def split_batch(batch: dict[str, Tensor]
                 ) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor, Tensor | None]:
     """(student inputs, teacher inputs, labels, cached teacher logits or None).
 
+    The ``labelled`` mask (present only with a transfer set) stays in ``batch``.
+
     The teacher reads its own tokenization (``teacher_*`` keys) when the two vocabularies
     differ, else the student's.
     """
     cached = batch.get(TEACHER_LOGITS)
     inputs = {k: v for k, v in batch.items()
-              if k not in ("labels", "idx") and not k.startswith(TEACHER_PREFIX)}
+              if k not in ("labels", "idx", LABELLED) and not k.startswith(TEACHER_PREFIX)}
     n = len(TEACHER_PREFIX)
     teacher = {k[n:]: v for k, v in batch.items()
                if k.startswith(TEACHER_PREFIX) and k != TEACHER_LOGITS}
@@ -149,7 +151,7 @@ class DistillationModule(L.LightningModule):
         losses = distillation_loss(
             s_out.logits, t_logits if w.alpha_kd else None, labels,
             regression=self.task.is_regression, temperature=w.temperature,
-            alpha_kd=w.alpha_kd, alpha_task=w.alpha_task)
+            alpha_kd=w.alpha_kd, alpha_task=w.alpha_task, labelled=batch.get(LABELLED))
         if hidden:
             terms = self.intermediate(self.student, self.teacher, s_out, t_out,
                                       inputs["attention_mask"], set(w.terms))

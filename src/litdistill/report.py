@@ -150,6 +150,11 @@ def _objective(job: dict[str, Any]) -> str:
     return "kd" if distill.get("alpha_kd") else "none"
 
 
+def _choice(job: dict[str, Any], group: str) -> str:
+    """The job's option of a config group; ``none`` for runs from before the group existed."""
+    return str((job.get("choices") or {}).get(group) or "none")
+
+
 def _student_dir(job: dict[str, Any]) -> str | None:
     # A sweep folder copied elsewhere still holds its students under <job>/student.
     recorded = job.get("student_dir")
@@ -177,7 +182,8 @@ def build_rows(jobs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], set[st
         row = {"kind": "student", "task": first.get("task"),
                "config": " ".join(o for o in key if o not in common) or "(defaults)",
                "model": first["student"].get("name"), "params": first["student"].get("params"),
-               "objective": _objective(first), "temperature": distill.get("temperature"),
+               "objective": _objective(first), "transfer": _choice(first, "transfer"),
+               "augment": _choice(first, "augment"), "temperature": distill.get("temperature"),
                "alpha_kd": distill.get("alpha_kd"), "seeds": [j.get("seed") for j in group],
                "jobs": [j["job_dir"] for j in group],
                "scores": [j["student"].get("score") for j in group],

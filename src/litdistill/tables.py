@@ -31,13 +31,19 @@ def _pm(row: dict[str, Any], key: str, spec: str) -> str:
     return f"{mean:{spec}} ± {std:{spec}}" if std is not None else format(mean, spec)
 
 
+def _objective(row: dict[str, Any]) -> str:
+    """The objective, plus the unlabelled rows it learns from (``kd + train_rest``)."""
+    extra = [row.get(k) for k in ("transfer", "augment") if row.get(k) not in (None, "none")]
+    return " + ".join([row["objective"], *extra])
+
+
 def _params(n: int | None) -> str:
     return "" if n is None else f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
 
 
 _COLUMNS = [("config", lambda r: r["config"]), ("task", lambda r: r["task"] or ""),
             ("student", lambda r: r["model"] or ""), ("params", lambda r: _params(r["params"])),
-            ("objective", lambda r: r["objective"]),
+            ("objective", lambda r: _objective(r)),
             ("T", lambda r: _fmt(r.get("temperature"), "g")),
             ("α_kd", lambda r: _fmt(r.get("alpha_kd"), "g")),
             ("score", lambda r: _pm(r, "score", ".4f")), ("n", lambda r: str(r["score_n"])),
@@ -46,9 +52,10 @@ _COLUMNS = [("config", lambda r: r["config"]), ("task", lambda r: r["task"] or "
             ("ms/ex b=1", lambda r: _fmt(r.get("latency_ms_b1"), ".2f")),
             ("ex/s b=32", lambda r: _fmt(r.get("throughput_b32"), ".1f")),
             ("train s", lambda r: _fmt(r.get("train_seconds_mean"), ".0f"))]
-CSV_FIELDS = ["kind", "config", "task", "model", "params", "objective", "temperature",
-              "alpha_kd", *(f"{k}_{s}" for k in ("score", "retention", "agreement",
-                                                "train_seconds") for s in ("mean", "std", "n")),
+CSV_FIELDS = ["kind", "config", "task", "model", "params", "objective", "transfer", "augment",
+              "temperature", "alpha_kd",
+              *(f"{k}_{s}" for k in ("score", "retention", "agreement", "train_seconds", "gain")
+                for s in ("mean", "std", "n")),
               "latency_ms_b1", "throughput_b32", "seeds", "model_dir", "jobs"]
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import datasets
 import hydra
 import lightning as L
 from hydra.errors import InstantiationException
@@ -25,7 +26,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from litdistill import atomic, runs
+from litdistill import atomic, runs, unlabelled
+from litdistill.augment import Augment
 from litdistill.callbacks import EpochTimer, PhaseLog
 from litdistill.checks import check_launch, check_models, device_of
 from litdistill.data import GlueDataModule
@@ -36,6 +38,7 @@ from litdistill.objective import Objective
 from litdistill.tasks import TaskSpec, get_task
 from litdistill.teacher_cache import TeacherCache, check_mode
 from litdistill.teachers import SplitSource, TeacherBuilder, check_teacher, teacher_outputs
+from litdistill.transfer import TransferSet
 
 log = logging.getLogger("litdistill")
 # The frozen teacher is in eval mode on purpose; Lightning warns about any such module.
@@ -69,6 +72,10 @@ class Plan:
     cache_mode: str
     ckpt_path: str | None
     max_epochs: int
+    transfer: TransferSet
+    augment: Augment
+    transfer_rows: datasets.Dataset | None  # capped transfer rows (text only), or None
+    transfer_source: str | None  # what they depend on (part of their cache keys)
 
 
 @dataclass(frozen=True)
@@ -91,10 +98,15 @@ def validate(cfg: DictConfig, output_dir: Path) -> Plan:
     teacher = build(cfg.teacher) if cfg.get("teacher") else None
     student = build(cfg.student)
     separate = check_models(task, teacher, student, objective, datamodule.separate_tokenizers)
+    transfer = build(cfg.transfer) if cfg.get("transfer") else TransferSet()
+    augment = build(cfg.augment) if cfg.get("augment") else Augment()
+    unlabelled.check(transfer, augment, objective,
+                     lambda: student.tokenizer(teacher).get_vocab())
+    rows, source = unlabelled.transfer_rows(datamodule, transfer)
     return Plan(task, objective, datamodule, teacher, student, separate,
                 check_mode(str(cfg.get("teacher_cache") or "off")),
                 runs.resume_path(cfg, output_dir),
-                objective.total_epochs(cfg.trainer.max_epochs))
+                objective.total_epochs(cfg.trainer.max_epochs), transfer, augment, rows, source)
 
 
 def _sources(datamodule: GlueDataModule, splits: list[str]) -> dict[str, SplitSource]:
@@ -105,7 +117,8 @@ def _sources(datamodule: GlueDataModule, splits: list[str]) -> dict[str, SplitSo
 
 
 def prepare(cfg: DictConfig, plan: Plan, results: dict[str, Any]) -> TeacherSide | None:
-    """Tokenize, then get the teacher's logits (cache or forward pass) and check its quality.
+    """Tokenize, build the unlabelled rows, then get the teacher's logits (cache or forward
+    pass) and check its quality.
 
     Dev logits come first (score, gate, agreement); train logits only once the teacher
     passed the gate, and only when KD logits are all training needs from it.
@@ -116,6 +129,9 @@ def prepare(cfg: DictConfig, plan: Plan, results: dict[str, Any]) -> TeacherSide
     if plan.teacher is None:
         return None
     builder = TeacherBuilder(plan.teacher, task, cfg.seed)
+    results["transfer"] = unlabelled.attach(dm, plan.transfer, plan.augment, plan.transfer_rows,
+                                            plan.transfer_source, builder,
+                                            Path(cfg.paths.cache_dir))
     cache = TeacherCache(Path(cfg.paths.cache_dir) / "teacher", plan.cache_mode)
     outputs, info = teacher_outputs(builder, cache, _sources(dm, list(task.eval_splits)),
                                     device_of(cfg))
@@ -124,7 +140,8 @@ def prepare(cfg: DictConfig, plan: Plan, results: dict[str, Any]) -> TeacherSide
         [dm.tokenized(s)["label"] for s in task.eval_splits], dm.tokenized("train")["label"],
         cfg.get("teacher_gate"))
     if plan.objective.train_logits_cached(plan.cache_mode):
-        train, train_info = teacher_outputs(builder, cache, _sources(dm, ["train"]),
+        splits = ["train", *(["transfer"] if dm.has_transfer else [])]
+        train, train_info = teacher_outputs(builder, cache, _sources(dm, splits),
                                             device_of(cfg))
         outputs.update(train)
         info["splits"].update(train_info["splits"])
