@@ -2,12 +2,14 @@
 
 :class:`EpochTimer` and :class:`PhaseLog` are added to every run by ``train()`` (their
 records go into ``results.json``); :class:`ReportCallback` is a Hydra callback that writes
-``litdistill-report``'s output when a ``--multirun`` ends.
+``litdistill-report``'s output when a ``--multirun`` ends; :class:`RunDirCheck`, a Hydra
+callback too, refuses a run folder that cannot be written.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,8 +19,9 @@ import torch
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from litdistill.errors import LitDistillError
+from litdistill.errors import ConfigError, LitDistillError
 from litdistill.objective import Objective
+from litdistill.settings import check_writable
 
 log = logging.getLogger(__name__)
 
@@ -88,3 +91,22 @@ class ReportCallback(Callback):
             log.error("no report for %s: %s", sweep, err)
             return
         log.info("report of %d jobs: %s", len(result["jobs"]), sweep / "report.md")
+
+
+class RunDirCheck(Callback):
+    """Hydra callback: a run (or sweep) folder that cannot be written is a one-line
+    ``error:`` and exit 2 before Hydra itself writes there (its log file and ``.hydra/``
+    would otherwise fail with a traceback before ``train`` runs)."""
+
+    def _check(self, folder: str, where: str) -> None:
+        try:
+            check_writable(Path(folder), where)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.run.dir, "run dir (hydra.run.dir)")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.sweep.dir, "sweep dir (hydra.sweep.dir)")

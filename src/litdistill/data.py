@@ -39,7 +39,7 @@ from litdistill.batching import (
 )
 from litdistill.errors import ConfigError
 from litdistill.network import offline
-from litdistill.readers import parse_label, read_glue_tsv
+from litdistill.readers import check_rows, parse_float, parse_label, read_glue_tsv
 from litdistill.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -257,6 +257,7 @@ class GlueDataModule(L.LightningDataModule):
             fmt = _FILE_FORMATS.get(path.suffix.lower())
             if fmt is None:
                 raise ConfigError(f"{path}: unsupported file type; use one of {_FILE_FORMATS}")
+            check_rows(path, fmt)
             kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
             ds = datasets.load_dataset(fmt, data_files=str(path), split="train", **kwargs)
             need = [*task.text_fields, task.label_field]
@@ -287,8 +288,9 @@ class GlueDataModule(L.LightningDataModule):
         values = ds[task.label_field]
         rows = list(range(len(ds)))
         if task.binarize_at is not None:
-            rows = [i for i in rows if float(values[i]) != task.binarize_at]
-            labels = [int(float(values[i]) > task.binarize_at) for i in rows]
+            real = [parse_float(values[i], f"{where}: row {i + 1}") for i in rows]
+            rows = [i for i in rows if real[i] != task.binarize_at]
+            labels = [int(real[i] > task.binarize_at) for i in rows]
         else:
             labels = [parse_label(values[i], task, f"{where}: row {i + 1}") for i in rows]
         columns = {}

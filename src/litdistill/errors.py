@@ -11,3 +11,7 @@ class ConfigError(LitDistillError):
 
 class LaunchError(ConfigError):
     """A launch setup that breaks every job of a sweep (fatal even inside a --multirun)."""
+
+
+class TrainingError(LitDistillError):
+    """Training went wrong in a way the user must act on (a loss or weights went NaN/inf)."""

@@ -3,11 +3,13 @@
 Policies live in the objects it is handed: the :class:`~litdistill.objective.Objective`
 (weights, phases, schedules), the optimizer and scheduler factories (:mod:`litdistill.optim`)
 and callbacks (:mod:`litdistill.callbacks`). The module keeps to the training and validation
-steps and to keeping the teacher frozen and out of checkpoints.
+steps, to keeping the teacher frozen and out of checkpoints, and to stopping a run whose
+losses, predictions or scores went non-finite (:mod:`litdistill.finite`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -18,7 +20,8 @@ from transformers import PreTrainedModel
 
 from litdistill import metrics, optim
 from litdistill.batching import LABELLED, TEACHER_LOGITS, TEACHER_PREFIX
-from litdistill.errors import ConfigError
+from litdistill.errors import ConfigError, TrainingError
+from litdistill.finite import FiniteWatch, diverged
 from litdistill.intermediate import IntermediateTerms
 from litdistill.losses import distillation_loss
 from litdistill.models import freeze
@@ -96,6 +99,8 @@ class DistillationModule(L.LightningModule):
         self.last_agreement: float | None = None
         self.last_val: dict[str, float] = {}
         self.last_val_step = -1  # global step of the weights last_val describes
+        self.train_watch = FiniteWatch("training")
+        self.val_watch = FiniteWatch("validation")
         # The teacher is never written to checkpoints (it is frozen and has its own folder),
         # so loading must tolerate its absence; on_load_checkpoint checks the rest.
         self.strict_loading = False
@@ -158,6 +163,7 @@ class DistillationModule(L.LightningModule):
             for name, value in terms.items():
                 losses["loss"] = losses["loss"] + w.terms[name.removeprefix("loss_")] * value
             losses.update(terms)
+        self.train_watch.update(losses, self.global_step)
         self._log_train(losses, w, labels.shape[0])
         return losses["loss"]
 
@@ -174,6 +180,7 @@ class DistillationModule(L.LightningModule):
             # Only the steps Lightning writes: log_dict costs ~2.7 ms of host time per call,
             # 4.4% of a launch-bound GPU step (benchmarks/profile_step.py).
             return
+        self.raise_if_non_finite()  # logging syncs the values to the host anyway
         logged = {f"train/{k}": v.detach() for k, v in losses.items()}
         if self.objective.varies:
             logged["train/temperature"] = torch.tensor(float(w.temperature))
@@ -183,7 +190,9 @@ class DistillationModule(L.LightningModule):
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int,
                         dataloader_idx: int = 0) -> None:
         inputs, t_inputs, labels, t_logits = split_batch(batch)
-        preds = metrics.predictions(self.task, self.student(**inputs).logits)
+        logits = self.student(**inputs).logits
+        self.val_watch.update({"student logits": logits}, self.global_step)
+        preds = metrics.predictions(self.task, logits)
         self.val_metrics[dataloader_idx].update(preds, labels)
         if t_logits is None and self.teacher is not None:
             t_logits = self._teacher_logits(t_inputs)
@@ -193,8 +202,13 @@ class DistillationModule(L.LightningModule):
                                                                              t_logits))
 
     def on_validation_epoch_end(self) -> None:
+        self.raise_if_non_finite()  # before any checkpoint callback sees the score
         values = metrics.compute(self.task, self.val_metrics)
         values["score"] = score(values)
+        if bad := [k for k, v in values.items() if not math.isfinite(v)]:
+            # Finite predictions with an undefined metric, e.g. Pearson of a constant.
+            raise TrainingError(diverged(f"validation {', '.join(bad)} non-finite at step "
+                                         f"{self.trainer.global_step}"))
         self.last_val, self.last_val_step = values, self.trainer.global_step
         # Values are already reduced over ranks by torchmetrics.compute().
         for key, value in values.items():
@@ -205,6 +219,20 @@ class DistillationModule(L.LightningModule):
                 m.reset()
             self.last_agreement = sum(agreements) / len(agreements)
             self.log("val/agreement", self.last_agreement)
+
+    def on_train_epoch_end(self) -> None:
+        self.raise_if_non_finite()
+
+    def raise_if_non_finite(self) -> None:
+        """Raise :class:`TrainingError` on every rank once any rank saw a non-finite loss
+        term or validation prediction (a host sync, and a collective under DDP)."""
+        problems = [p for w in (self.train_watch, self.val_watch) if (p := w.failure())]
+        anywhere = bool(problems)
+        if self._trainer is not None:
+            anywhere = self.trainer.strategy.reduce_boolean_decision(anywhere, all=False)
+        if anywhere:
+            raise TrainingError(diverged("; ".join(problems) or "another rank's values were "
+                                         "non-finite"))
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
@@ -226,7 +254,9 @@ class DistillationModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep the frozen teacher out of checkpoints: it is not trainable state."""
+        """Keep the frozen teacher out of checkpoints: it is not trainable state; never write
+        a checkpoint of weights that went non-finite."""
+        self.raise_if_non_finite()
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith("teacher.")]:
             del state[key]

@@ -32,9 +32,11 @@ from litdistill.callbacks import EpochTimer, PhaseLog
 from litdistill.checks import check_launch, check_models, device_of
 from litdistill.data import GlueDataModule
 from litdistill.errors import LaunchError, LitDistillError
+from litdistill.finite import check_weights
 from litdistill.models import FromTeacher, ModelSpec
 from litdistill.module import DistillationModule
 from litdistill.objective import Objective
+from litdistill.settings import check_max_length, check_writable, validate_settings
 from litdistill.tasks import TaskSpec, get_task
 from litdistill.teacher_cache import TeacherCache, check_mode
 from litdistill.teachers import SplitSource, TeacherBuilder, check_teacher, teacher_outputs
@@ -89,6 +91,7 @@ class TeacherSide:
 def validate(cfg: DictConfig, output_dir: Path) -> Plan:
     """Config, data, tokenizers, label counts: every cheap check, before any weights load."""
     check_launch(cfg)
+    validate_settings(cfg)
     task = get_task(cfg.task)
     objective: Objective = build(cfg.distill)
     data_files = cfg.task.get("data_files")
@@ -98,6 +101,7 @@ def validate(cfg: DictConfig, output_dir: Path) -> Plan:
     teacher = build(cfg.teacher) if cfg.get("teacher") else None
     student = build(cfg.student)
     separate = check_models(task, teacher, student, objective, datamodule.separate_tokenizers)
+    check_max_length(datamodule.max_length, teacher, student)
     transfer = build(cfg.transfer) if cfg.get("transfer") else TransferSet()
     augment = build(cfg.augment) if cfg.get("augment") else Augment()
     unlabelled.check(transfer, augment, objective,
@@ -222,6 +226,7 @@ def finish(run: runs.RunRecord, cfg: DictConfig, plan: Plan, side: TeacherSide |
            clocks: tuple[EpochTimer, PhaseLog], loggers: list[Any]) -> dict[str, Any]:
     """Export the best student and write ``results.json`` ``ok`` (rank zero only)."""
     train_seconds = run.seconds()
+    check_weights(module.student, "student")  # never export (or call ok) NaN weights
     student_dir = export_student(module.student, plan.datamodule.tokenizer, plan.task,
                                  Path(run.results["run_dir"]) / "student")
     student = runs.model_entry(plan.student.name, module.student, module.last_val, plan.task)
@@ -257,6 +262,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if (done := runs.finished(cfg, output_dir)) is not None:
         log.info("skip_done: %s already finished ok; skipping", output_dir)
         return done
+    # Before the record opens: it could not even write its "failed".
+    check_writable(output_dir, "run dir (paths.output_dir)")
     with runs.RunRecord(cfg, output_dir) as run:
         plan = validate(cfg, output_dir)
         run.results["metric_names"] = plan.task.metric_names
