@@ -1,5 +1,5 @@
 """Issue 13: bad input fails cleanly before any weights load, non-finite training stops the
-run."""
+run, checkpoints are plain tensors, a failure never replaces an ok result, resume is exact."""
 
 from __future__ import annotations
 
@@ -63,6 +63,7 @@ def _custom(tmp_path: Path, train_text: str, suffix: str = ".csv", regression: b
     (["teacher=tiny", "distill=kd", "teacher.max_position=64", "data.max_length=100"],
      "exceeds the 64 positions of the teacher tiny-teacher"),
     (["data.num_workers=-1"], "data.num_workers=-1"),
+    (["callbacks.last_checkpoint.every_n_train_steps=-5"], "every_n_train_steps=-5"),
 ])
 def test_bad_numbers_fail_before_weights(make_cfg, tmp_path, no_weights, overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -180,6 +181,71 @@ def test_stsb_tsv_with_inf_label_is_refused(make_cfg, tmp_path, tiny_glue, no_we
         train(make_cfg("task=stsb", f"data.glue_dir={glue.parent}"))
 
 
+# ------------------------------------------------------------ checkpoints
+def test_truncated_checkpoint_is_one_line_and_keeps_the_ok_result(make_cfg, tmp_path):
+    """A finished run, then ``resume=true`` on a damaged ``last.ckpt``: a one-line error
+    naming the file, before any weights load; the ok results.json stays, the failure is
+    written beside it."""
+    run = tmp_path / "run"
+    results = train(make_cfg("teacher=tiny", "distill=kd", "logger=csv"))
+    last = run / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, map_location="cpu", weights_only=True)  # tensors and lists only
+    assert saved["global_step"] == results["global_step"] == 8  # written at the last epoch end
+    assert {"RngState", "EpochTimer", "PhaseLog"} <= set(saved["callbacks"])
+    assert saved["GlueDataModule"] == {"train_batches": 8}
+    before = (run / "results.json").read_bytes()
+    last.write_bytes(last.read_bytes()[:5000])
+    with pytest.raises(ConfigError, match=rf"checkpoint {last} is unreadable"):
+        train(make_cfg("teacher=tiny", "distill=kd", "resume=true", "trainer.max_epochs=2"))
+    assert (run / "results.json").read_bytes() == before
+    failed = _read(run, "results.failed.json")
+    assert failed["status"] == "failed" and "unreadable" in failed["error"]
+    assert len(str(failed["error"]).splitlines()) == 1
+
+
+def test_checkpoint_with_pickled_objects_is_refused(make_cfg, tmp_path, no_weights):
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "loops": {}, "payload": Path("x")}, path)
+    with pytest.raises(ConfigError, match=f"checkpoint {path} is unreadable"):
+        train(make_cfg(f"resume={path}"))
+
+
+def test_rng_states_survive_a_weights_only_round_trip(tmp_path):
+    import random
+
+    import numpy as np
+
+    from litdistill.callbacks import rng_states, set_rng_states
+
+    torch.save(rng_states(), tmp_path / "rng.pt")
+    draws = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    set_rng_states(torch.load(tmp_path / "rng.pt", weights_only=True))
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == draws
+
+
+def test_loader_resumes_at_its_position():
+    from litdistill.batching import LoaderPosition, ResumableLoader
+
+    position = LoaderPosition()
+    loader = ResumableLoader(list(range(10)), batch_size=3, position=position)
+    iterator = iter(loader)
+    assert [next(iterator).tolist() for _ in range(2)] == [[0, 1, 2], [3, 4, 5]]
+    assert loader.state_dict() == {"batches": 2}
+    copy = ResumableLoader(list(range(10)), batch_size=3, position=LoaderPosition(skip=2))
+    assert [b.tolist() for b in copy] == [[6, 7, 8], [9]]
+    assert [b.tolist() for b in copy][0] == [0, 1, 2]  # the next pass starts at 0
+    whole = ResumableLoader(list(range(10)), batch_size=3, position=LoaderPosition(skip=4))
+    assert len(list(whole)) == 4  # a finished pass: the next epoch is a full one
+
+
+def test_wandb_run_id_is_kept_for_resume(tmp_path):
+    from litdistill.loggers import wandb_run_id
+
+    first = wandb_run_id(str(tmp_path), resume=False)
+    assert wandb_run_id(str(tmp_path), resume=True) == first
+    assert wandb_run_id(str(tmp_path), resume=False) != first
+
+
 # ------------------------------------------------------------ non-finite training
 def test_watch_names_the_first_non_finite_term_and_step():
     from litdistill.finite import FiniteWatch
@@ -234,3 +300,58 @@ def test_cli_diverging_run_is_one_line_and_nonzero(tmp_path, tiny_glue):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: training loss_task non-finite (NaN/inf) at step 1")
     assert "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------ exact resume
+def _digest(folder: Path) -> str:
+    """sha256 over the exported student's tensors."""
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    weights = load_file(folder / "student" / "model.safetensors")
+    digest = hashlib.sha256()
+    for key in sorted(weights):
+        digest.update(key.encode() + weights[key].numpy().tobytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, tiny_glue):
+    """SIGKILL a CLI run mid-epoch, ``resume=true`` it: same metrics, weights and CSV logs as
+    the run never interrupted.
+
+    2 epochs of 8 steps with dropout (random masks), ``last.ckpt`` every 3 steps and at each
+    epoch end; the kill at step 11 leaves step 9's, mid-epoch 2, so the resume must put back
+    the loader's position, the RNG states, optimizer and scheduler. On CPU the arithmetic is
+    deterministic, so the comparison is exact.
+    """
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="offline",
+               OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "tests"))
+    args = ["teacher=tiny", "distill=kd", "trainer.max_epochs=2", "logger=csv",
+            "trainer.log_every_n_steps=1", "callbacks.last_checkpoint.every_n_train_steps=3",
+            "teacher_gate=null", "trainer.num_sanity_val_steps=0", "data.batch_size=8",
+            f"data.glue_dir={tiny_glue}", f"paths.cache_dir={tmp_path / 'cache'}",
+            "++trainer.enable_progress_bar=false", "++callbacks.progress_bar=null"]
+
+    def start(run: Path, *extra: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "litdistill.train", *args, *extra,
+                                 f"hydra.run.dir={run}"], cwd=tmp_path, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    whole = start(ref)
+    killed = start(run, "+callbacks.kill._target_=helpers.KillAtStep", "+callbacks.kill.step=11")
+    assert killed.wait(timeout=300) == -9, killed.stderr.read()[-3000:]
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()[-3000:]
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 9
+    resumed = start(run, "resume=true")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-3000:]
+
+    keys = ("status", "student", "global_step", "epochs", "phase_starts")
+    expected, got = _read(ref), _read(run)
+    assert {k: got[k] for k in keys} == {k: expected[k] for k in keys}
+    assert Path(got["best_checkpoint"]).name == Path(expected["best_checkpoint"]).name
+    assert len(got["epoch_seconds"]) == 2
+    assert _digest(run) == _digest(ref)
+    assert (run / "csv" / "metrics.csv").read_text() == (ref / "csv" / "metrics.csv").read_text()

@@ -1,12 +1,14 @@
-"""Batching pieces: epoch-seeded shuffling and two-tokenizer padding."""
+"""Batching pieces: epoch-seeded shuffling, a resumable training loader, two-tokenizer
+padding."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 TEACHER_PREFIX = "teacher_"
@@ -39,6 +41,63 @@ class EpochSeededSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.length
+
+
+@dataclass
+class LoaderPosition:
+    """Where the training loader is within its epoch, shared by every copy of the loader
+    (Lightning re-creates it with the same arguments, e.g. to add DDP's sampler).
+
+    Attributes:
+        done: Batches handed out in the current pass.
+        skip: Batches to pass over at the start of the next pass (set when resuming).
+    """
+
+    done: int = 0
+    skip: int = 0
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader that knows how far into its epoch it is, so a checkpoint taken mid-epoch
+    resumes at the next batch instead of replaying the epoch from its start.
+
+    The position lives in a :class:`LoaderPosition` that the DataModule owns and checkpoints
+    (Lightning 2.6 saves a loader's own ``state_dict`` but does not load it back when
+    ``configure_optimizers`` asked for ``estimated_stepping_batches``, as ours does:
+    Lightning issue #20550); ``state_dict`` here only tells Lightning the loader resumes.
+    Skipping happens after batching, so it is right whatever sampler Lightning wraps around
+    ours (DDP shards the full epoch order); skipped batches are collated and dropped (a few ms
+    each, no forward pass). ``__iter__`` is a generator: nothing, not even worker start-up,
+    reads the sampler or the position before the first batch is asked for.
+
+    Args:
+        *args: DataLoader arguments.
+        position: The shared position.
+        **kwargs: DataLoader arguments.
+    """
+
+    def __init__(self, *args: Any, position: LoaderPosition, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.position = position
+
+    def __iter__(self) -> Iterator[Any]:
+        pos = self.position
+        skip = pos.skip if pos.skip < len(self) else 0  # a whole pass done: the next epoch
+        pos.skip, pos.done = 0, 0
+        for index, batch in enumerate(super().__iter__()):
+            # Lightning fetches without prefetching (the loader has a length), so the batches
+            # handed out are the batches trained on when a checkpoint is written.
+            pos.done = index + 1
+            if index >= skip:
+                yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        """The position within the current pass (batches already handed out)."""
+        return {"batches": self.position.done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume the next pass after ``state["batches"]`` batches."""
+        self.position.skip = int(state["batches"])
 
 
 class DualCollator:

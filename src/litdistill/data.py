@@ -35,7 +35,9 @@ from litdistill.batching import (
     TEACHER_PREFIX,
     DualCollator,
     EpochSeededSampler,
+    LoaderPosition,
     LogitsCollator,
+    ResumableLoader,
 )
 from litdistill.errors import ConfigError
 from litdistill.network import offline
@@ -160,6 +162,7 @@ class GlueDataModule(L.LightningDataModule):
         self._rest: datasets.Dataset | None = None  # training rows left out of the subset
         self.splits: dict[str, datasets.Dataset] = {}
         self.teacher_logits: dict[str, np.ndarray] = {}  # split -> [rows, labels] (row order)
+        self.train_position = LoaderPosition()  # checkpointed: a resumed run skips what was done
 
     @property
     def split_names(self) -> list[str]:
@@ -455,11 +458,25 @@ class GlueDataModule(L.LightningDataModule):
             # evenly across ranks with repeated rows, which then count twice in the metrics;
             # this one gives ranks unequal shares instead, so every dev row counts once.
             sampler = UnrepeatedDistributedSampler(ds, shuffle=False)
-        return DataLoader(
+        # A loader of its own generator: otherwise each new iterator draws its workers' base
+        # seed from the global torch RNG, which dropout uses, and a resumed run (which creates
+        # its iterators at other moments) would get other dropout masks.
+        kwargs = {"position": self.train_position} if train else {}
+        return (ResumableLoader if train else DataLoader)(
             ds, batch_size=batch_size, sampler=sampler, collate_fn=self._collate(),
             num_workers=self.num_workers, pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed), **kwargs,
         )
+
+    def state_dict(self) -> dict[str, int]:
+        """Saved in checkpoints: training batches done in the current epoch."""
+        return {"train_batches": self.train_position.done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Lightning restores this before it creates the training loader (a whole epoch done:
+        the loader ignores it)."""
+        self.train_position.skip = int(state["train_batches"])
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled (optionally length-grouped) training batches."""

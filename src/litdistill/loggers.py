@@ -1,13 +1,16 @@
-"""Experiment loggers that never block on the network."""
+"""Experiment loggers that never block on the network, and that a resumed run continues."""
 
 from __future__ import annotations
 
+import csv
 import logging
 import netrc
 import os
+import uuid
+from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
 from litdistill.network import reachable
 
@@ -42,8 +45,20 @@ def wandb_mode(mode: str = "auto") -> str:
     return "offline" if mode == "dryrun" else mode
 
 
+def wandb_run_id(save_dir: str, resume: bool) -> str:
+    """The W&B run id of this run dir: the stored one when resuming, else a new one (stored
+    in ``<save_dir>/wandb_id``, so a later ``resume=true`` continues the same W&B run)."""
+    path = Path(save_dir) / "wandb_id"
+    if resume and path.is_file() and (stored := path.read_text().strip()):
+        return stored
+    run_id = uuid.uuid4().hex[:12]
+    path.write_text(run_id + "\n")
+    return run_id
+
+
 def wandb_logger(project: str, save_dir: str, name: str | None = None,
-                 group: str | None = None, mode: str = "auto", **kwargs: Any) -> WandbLogger:
+                 group: str | None = None, mode: str = "auto", resume: Any = False,
+                 **kwargs: Any) -> WandbLogger:
     """Lightning's WandbLogger with the run's name and group and a network-safe mode.
 
     Args:
@@ -52,9 +67,33 @@ def wandb_logger(project: str, save_dir: str, name: str | None = None,
         name: Run name (from the job's overrides).
         group: Group (the sweep or experiment) so jobs of one sweep sit together.
         mode: ``auto``, ``online``, ``offline`` or ``disabled``.
+        resume: The job's ``resume`` (true or a checkpoint path: continue this run dir's W&B
+            run, whose id ``wandb_id`` holds).
         **kwargs: Passed to :class:`WandbLogger` (tags, entity, ...).
     """
     mode = wandb_mode(mode)
     os.makedirs(save_dir, exist_ok=True)
+    run_id = wandb_run_id(save_dir, resume not in (None, False, "false"))
     return WandbLogger(project=project, save_dir=save_dir, name=name, group=group,
-                       offline=mode == "offline", mode=mode, **kwargs)
+                       offline=mode == "offline", mode=mode, id=run_id, resume="allow",
+                       **kwargs)
+
+
+def keep_logged_rows(loggers: list[Logger], step: int) -> None:
+    """A resumed run's CSV logs keep what the interrupted run logged before ``step`` (the
+    checkpoint's global step); what it logged from there on is logged again.
+
+    Call before anything is logged: Lightning's CSV writer deletes ``metrics.csv`` when it
+    starts, so the rows are read first and handed to the new writer.
+    """
+    for logger in loggers:
+        if not isinstance(logger, CSVLogger):
+            continue
+        path = Path(logger.log_dir) / "metrics.csv"
+        rows = []
+        if path.is_file():
+            with path.open(newline="") as fh:
+                rows = [r for r in csv.DictReader(fh) if r.get("step") and int(r["step"]) < step]
+        for row in rows:  # values stay the strings they were, so they are written as read
+            values = {k: v for k, v in row.items() if k != "step" and v != ""}
+            logger.experiment.log_metrics(values, int(row["step"]))

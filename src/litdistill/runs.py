@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -132,21 +133,47 @@ def finished(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
         "overwrite it, or resume=true to continue it.")
 
 
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A Lightning checkpoint, memory-mapped (tensors stay on disk until used) and read with
+    ``weights_only=True`` (tensors and plain types only: no pickled code runs).
+
+    Raises:
+        ConfigError: The file is truncated, corrupt, holds pickled objects, or is no
+            Lightning training checkpoint; the message names it.
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"checkpoint {path} is unreadable (truncated or corrupt? {reason}); "
+                          "delete it to start over, or pass resume=<another .ckpt>") from None
+    if not isinstance(checkpoint, dict) or not {"state_dict", "loops"} <= set(checkpoint):
+        raise ConfigError(f"checkpoint {path} is not a Lightning training checkpoint (no "
+                          "state_dict/loops); resume from a run's checkpoints/last.ckpt")
+    return checkpoint
+
+
 def resume_path(cfg: DictConfig, output_dir: Path) -> str | None:
     """The checkpoint to continue from: ``resume=true`` -> ``checkpoints/last.ckpt`` when it
-    exists, a path -> that file, else None."""
+    exists, a path -> that file, else None. The file is read once here, so a damaged one
+    fails before any weights load.
+
+    Raises:
+        ConfigError: No such file, or an unreadable one (:func:`read_checkpoint`).
+    """
     if not resuming(cfg):
         return None
     resume = cfg.resume
     if resume in (True, "true", "auto"):
         last = output_dir / "checkpoints" / "last.ckpt"
-        if last.is_file():
-            log.info("resuming from %s", last)
-            return str(last)
-        log.info("resume=true but no %s yet: starting from scratch", last)
-        return None
+        if not last.is_file():
+            log.info("resume=true but no %s yet: starting from scratch", last)
+            return None
+        log.info("resuming from %s", last)
+        resume = last
     if not Path(resume).is_file():
         raise ConfigError(f"resume={resume}: no such checkpoint file")
+    read_checkpoint(resume)
     return str(resume)
 
 
@@ -191,9 +218,19 @@ def finish_wandb() -> None:
             wandb.finish()
 
 
+def _holds_ok(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("status") == "ok"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 class RunRecord:
     """``results.json`` of one run, written ``failed`` on any exception, ``ok`` by
-    :meth:`succeed`; W&B is closed on exit either way.
+    :meth:`mark_ok` + :meth:`write`; W&B is closed on exit either way.
+
+    A failure never replaces an ``ok`` results.json already there (e.g. a ``resume=true``
+    that fails on a finished run): it goes to ``results.failed.json`` beside it.
 
     Args:
         cfg: The job config (identity and overrides).
@@ -202,6 +239,8 @@ class RunRecord:
 
     def __init__(self, cfg: DictConfig, output_dir: Path) -> None:
         self.path = output_dir / "results.json"
+        self.failure_path = output_dir / "results.failed.json" if _holds_ok(self.path) \
+            else self.path
         self.results: dict[str, Any] = {
             "status": "failed", "task": cfg.task.get("name"), "overrides": hydra_overrides(),
             "run_dir": str(output_dir), "choices": choices(), "config_sha": config_sha(cfg)}
@@ -233,6 +272,6 @@ class RunRecord:
                 self.results.setdefault("teacher", None)
                 self.results.update(status="failed", error=f"{type(err).__name__}: {err}",
                                     retention=None, train_seconds=self.seconds())
-                atomic.write_json(self.path, self.results)
+                atomic.write_json(self.failure_path, self.results)
         finally:
             finish_wandb()

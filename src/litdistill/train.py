@@ -28,11 +28,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from litdistill import atomic, runs, unlabelled
 from litdistill.augment import Augment
-from litdistill.callbacks import EpochTimer, PhaseLog
+from litdistill.callbacks import EpochTimer, PhaseLog, RngState
 from litdistill.checks import check_launch, check_models, device_of
 from litdistill.data import GlueDataModule
 from litdistill.errors import LaunchError, LitDistillError
 from litdistill.finite import check_weights
+from litdistill.loggers import keep_logged_rows
 from litdistill.models import FromTeacher, ModelSpec
 from litdistill.module import DistillationModule
 from litdistill.objective import Objective
@@ -175,12 +176,14 @@ def build_module(cfg: DictConfig, plan: Plan, side: TeacherSide | None) -> Disti
 
 def build_trainer(cfg: DictConfig, plan: Plan) -> tuple[L.Trainer, list[Any], EpochTimer,
                                                         PhaseLog]:
-    """Loggers, callbacks (plus the epoch timer and phase log) and the Trainer."""
+    """Loggers, callbacks (plus the epoch timer, phase log and RNG states) and the Trainer."""
     loggers = [build(c) for c in (cfg.get("logger") or {}).values() if c]
+    if plan.ckpt_path:
+        keep_logged_rows(loggers, int(runs.read_checkpoint(plan.ckpt_path)["global_step"]))
     timer, phases = EpochTimer(), PhaseLog(plan.objective)
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c]
     trainer = build(cfg.trainer, max_epochs=plan.max_epochs, logger=loggers or False,
-                    callbacks=[*callbacks, timer, phases])
+                    callbacks=[*callbacks, timer, phases, RngState()])
     for logger in loggers:
         logger.log_hyperparams(runs.flatten(OmegaConf.to_container(cfg, resolve=True)))
     return trainer, loggers, timer, phases
@@ -201,7 +204,8 @@ def validate_best(trainer: L.Trainer, module: DistillationModule,
     stale = not module.last_val or module.last_val_step != trainer.global_step
     if best and best_score is not None and (
             stale or float(best_score) > module.last_val["score"] + 1e-6):
-        trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+        trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False,
+                         weights_only=True)
     elif stale:
         trainer.validate(module, datamodule=datamodule, verbose=False)
     return best
@@ -275,7 +279,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                                     "trainer": {"max_epochs": plan.max_epochs}})
         trainer, loggers, timer, phases = build_trainer(job, plan)
         run.is_zero = trainer.is_global_zero
-        trainer.fit(module, datamodule=plan.datamodule, ckpt_path=plan.ckpt_path)
+        # weights_only: checkpoints hold tensors and plain types only (RNG states included),
+        # so loading one runs no pickled code.
+        trainer.fit(module, datamodule=plan.datamodule, ckpt_path=plan.ckpt_path,
+                    weights_only=True)
         best = validate_best(trainer, module, plan.datamodule)
         if trainer.is_global_zero:
             finish(run, cfg, plan, side, module, trainer, best, (timer, phases), loggers)
