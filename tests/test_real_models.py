@@ -59,6 +59,7 @@ def test_demo_pipeline_end_to_end(tmp_path: Path):
     summary = run_demo(tmp_path / "runs", tmp_path / "report", [
         "data.max_train_samples=64", "data.max_eval_samples=64", "trainer.max_epochs=1",
         "data.max_length=32", "logger=none", "callbacks.progress_bar=null", "teacher_gate=null",
+        "transfer.max_rows=32",
     ], threads=1)
     rows = {r["model"].split(" ")[0]: r for r in summary["rows"]}
     assert rows["teacher"]["params"] > rows["student"]["params"]
@@ -71,3 +72,4 @@ def test_demo_pipeline_end_to_end(tmp_path: Path):
     kd = json.loads((tmp_path / "runs" / "kd" / "results.json").read_text())
     assert kd["teacher"]["params"] == rows["teacher"]["params"]
     assert kd["distill"]["alpha_kd"] > 0
+    assert kd["transfer"]["transfer_rows"] == 32 and kd["transfer"]["labelled_rows"] == 64
