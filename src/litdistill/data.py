@@ -42,7 +42,7 @@ from litdistill.batching import (
 from litdistill.errors import ConfigError
 from litdistill.network import offline
 from litdistill.readers import check_rows, parse_float, parse_label, read_glue_tsv
-from litdistill.tasks import TaskSpec
+from litdistill.tasks import TaskSpec, with_labels_from
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +267,10 @@ class GlueDataModule(L.LightningDataModule):
             if missing := [c for c in need if c not in ds.column_names]:
                 raise ConfigError(f"{path}: missing column(s) {missing}; it has {ds.column_names}"
                                   "; set task.text_fields / task.label_field")
+            if split == "train" and self.task.infer_labels:
+                # The classes are whatever the training file says (results.json and the
+                # exported model's id2label record them); dev labels must be among them.
+                self.task = with_labels_from(self.task, ds[task.label_field], str(path))
             self.raw[split] = self._validated(ds, str(path))
             self._source_ids[split] = f"{path}#sha256={sha256_file(path)}"
 

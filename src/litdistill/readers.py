@@ -119,6 +119,10 @@ def parse_label(raw: Any, task: TaskSpec, where: str) -> int | float:
         label = -1
     if not 0 <= label < task.num_labels or isinstance(raw, float) and raw != label:
         allowed = task.label_names or tuple(range(task.num_labels))
+        if task.labels_from is not None:
+            raise ConfigError(f"{where}: label {raw!r} never occurs in the training file "
+                              f"{task.labels_from}, whose labels are {allowed}; a dev label "
+                              "must be one the model can learn")
         raise ConfigError(
             f"{where}: label {raw!r} is outside task {task.name!r}'s labels {allowed}; "
             "fix the file or task.num_labels / task.label_names"

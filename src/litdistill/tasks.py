@@ -7,8 +7,8 @@ One frozen :class:`TaskSpec` per task, in the spirit of ``task_to_keys`` in tran
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from litdistill.errors import ConfigError
@@ -56,6 +56,9 @@ class TaskSpec:
         zoo: Zoo data asset holding ``split_files`` (see :mod:`litdistill.zoo`).
         binarize_at: Turn a real-valued ``label_field`` into ``value > binarize_at``, dropping
             rows exactly at the threshold (neither class).
+        infer_labels: A custom classification task without ``label_names``/``num_labels``:
+            its classes are read from the training file (:func:`with_labels_from`).
+        labels_from: The file the classes were read from (named in label errors).
     """
 
     name: str
@@ -72,6 +75,8 @@ class TaskSpec:
     label_field: str = "label"
     zoo: str | None = None
     binarize_at: float | None = None
+    infer_labels: bool = False
+    labels_from: str | None = None
 
     @property
     def metric_names(self) -> list[str]:
@@ -192,9 +197,7 @@ def get_task(cfg: Mapping[str, Any]) -> TaskSpec:
             f"task=custom needs task.text_fields with one or two column names, got {text_fields}"
         )
     is_regression = bool(cfg.get("is_regression", False))
-    num_labels = 1 if is_regression else int(cfg.get("num_labels") or 0)
-    if num_labels < 2 and not is_regression:
-        raise ConfigError("task=custom classification needs task.num_labels >= 2")
+    num_labels, label_names = _custom_labels(cfg, is_regression)
     default_metrics = ("pearson", "spearmanr") if is_regression else ("accuracy",)
     metrics = tuple(cfg.get("metrics") or default_metrics)
     if unknown := [m for m in metrics if m not in METRICS]:
@@ -203,18 +206,63 @@ def get_task(cfg: Mapping[str, Any]) -> TaskSpec:
         raise ConfigError("pearson/spearmanr need task.is_regression=true")
     if is_regression and set(metrics) - {"pearson", "spearmanr"}:
         raise ConfigError("a regression task can only use the metrics pearson and spearmanr")
-    if num_labels > 2 and {"f1", "matthews_correlation"} & set(metrics):
+    task = TaskSpec(
+        name=str(cfg.get("dataset_name") or "custom"), text_fields=text_fields,
+        num_labels=num_labels, metrics=metrics, is_regression=is_regression,
+        label_names=label_names, label_field=str(cfg.get("label_field", "label")),
+        infer_labels=not is_regression and num_labels == 0)
+    return task if task.infer_labels else _checked_metrics(task)
+
+
+def _custom_labels(cfg: Mapping[str, Any], regression: bool
+                   ) -> tuple[int, tuple[str, ...] | None]:
+    """``(num_labels, label_names)`` of a custom task; 0 labels = read them from the data.
+
+    ``label_names`` implies ``num_labels``; both given must agree.
+    """
+    names, count = cfg.get("label_names"), cfg.get("num_labels")
+    if regression:
+        if names:
+            raise ConfigError("task.label_names is for classification; a regression task "
+                              "(task.is_regression=true) predicts one number")
+        return 1, None
+    if names:
+        names = tuple(str(x) for x in names)
+        if len(set(names)) != len(names):
+            raise ConfigError(f"task.label_names {list(names)} repeats a name")
+        if count is not None and int(count) != len(names):
+            raise ConfigError(f"task.label_names has {len(names)} names but task.num_labels="
+                              f"{count}; drop num_labels (the names imply it) or make them agree")
+        count = len(names)
+    if count is not None and int(count) < 2:
+        raise ConfigError(f"task.num_labels={count}: a classifier needs at least 2 classes")
+    return (int(count) if count is not None else 0), names or None
+
+
+def _checked_metrics(task: TaskSpec) -> TaskSpec:
+    if task.num_labels > 2 and {"f1", "matthews_correlation"} & set(task.metrics):
         raise ConfigError("f1 and matthews_correlation are binary metrics; use accuracy")
-    label_names = cfg.get("label_names")
-    return TaskSpec(
-        name=str(cfg.get("dataset_name") or "custom"),
-        text_fields=text_fields,
-        num_labels=num_labels,
-        metrics=metrics,
-        is_regression=is_regression,
-        label_names=tuple(str(x) for x in label_names) if label_names else None,
-        label_field=str(cfg.get("label_field", "label")),
-    )
+    return task
+
+
+def with_labels_from(task: TaskSpec, values: Sequence[Any], where: str) -> TaskSpec:
+    """The task with its classes read from a training file's label column (sorted:
+    numerically when every label is an integer, else as text).
+
+    Raises:
+        ConfigError: A row without a label, or fewer than 2 distinct labels.
+    """
+    if missing := [i + 1 for i, v in enumerate(values) if v is None or str(v).strip() == ""]:
+        raise ConfigError(f"{where}: row(s) {missing[:5]} have no {task.label_field!r}; every "
+                          "training row needs a label")
+    seen = {str(v).strip() for v in values}
+    numeric = all(v.lstrip("-").isdigit() for v in seen)
+    names = tuple(sorted(seen, key=int if numeric else str))
+    if len(names) < 2:
+        raise ConfigError(f"{where}: every row has the label {names}; a classifier needs at "
+                          "least 2 classes")
+    return _checked_metrics(replace(task, label_names=names, num_labels=len(names),
+                                    infer_labels=False, labels_from=where))
 
 
 def score(metrics: Mapping[str, float]) -> float:
