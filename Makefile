@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	if [ -n "$(TORCH_SPEC)" ]; then $(PY) -m pip install -q "$(TORCH_SPEC)"; fi
-	$(PY) -m pip install -q -e '.[dev,slurm,optuna]'
+	$(PY) -m pip install -q -e '.[dev,slurm,optuna,export]'
 	touch $@
 
 install: $(VENV)/.installed ## Create .venv and install litdistill (editable) with dev tools

@@ -1,0 +1,568 @@
+"""``litdistill-export RUN_DIR``: a finished run's student as ONNX, checked on its dev set.
+
+Writes ``model.onnx`` (fp32, dynamic batch and sequence axes), with ``--quantize int8`` also
+``model.int8.onnx`` (int8 weights of every MatMul and embedding table, activations
+quantized per call), the tokenizer and config files, and ``export.json`` (source run, opset,
+file sizes, checks, scores) into ``RUN_DIR/export/``, atomically::
+
+    litdistill-export outputs/sst2/2025-01-01_12-00-00 --quantize int8
+
+Before anything is kept, both models run on the task's dev set, loaded and tokenized as the
+training run did (its ``.hydra/config.yaml``): the fp32 graph must predict the same class as
+PyTorch on at least :data:`MIN_AGREEMENT` of the rows, and the int8 graph's score is printed
+next to PyTorch's. :func:`measure_onnx` times an exported graph the way
+:func:`litdistill.latency.measure` times a PyTorch model.
+
+Exporter: ``torch.onnx.export(dynamo=True)`` (``torch.export`` + onnxscript), the default of
+torch 2.13; the TorchScript exporter traces the attention-mask code of transformers 5 with
+TracerWarnings (shapes turned into constants). Needs ``pip install 'litdistill[export]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import logging
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from torch import nn
+
+from litdistill import atomic
+from litdistill.errors import LitDistillError
+from litdistill.metrics import evaluate
+from litdistill.tasks import TaskSpec, get_task
+
+QUANTIZE = ("int8",)
+# Rows on which the fp32 graph must predict what PyTorch predicts. Not 1.0: a row whose two
+# top logits tie to ~1e-6 may flip under a different order of float additions.
+MIN_AGREEMENT = 0.999
+# PyTorch's dev score here vs the run's recorded one (float32 metric states, batch order).
+RUN_SCORE_TOLERANCE = 1e-4
+# Regression rows agree when the predictions differ by less than this (STS-B spans 0..5).
+REGRESSION_TOLERANCE = 1e-3
+FP32_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+# Modules the export needs, all from the ``export`` extra (onnxscript: the dynamo exporter).
+_EXTRA_MODULES = ("onnx", "onnxruntime", "onnxscript")
+_INSTALL = "pip install 'litdistill[export]'"
+
+
+# One eval split from dev_batches: (name, padded int64 batches, labels in the same row order).
+DevSplit = tuple[str, list[dict[str, np.ndarray]], np.ndarray]
+
+
+class ExportError(LitDistillError):
+    """A run that cannot be exported (no student, bad option, missing extra)."""
+
+
+class VerificationError(ExportError):
+    """The exported graph does not reproduce the PyTorch model on the dev set."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """What an export needs from a finished run dir.
+
+    Attributes:
+        run_dir: The run folder.
+        results: Its ``results.json``.
+        student_dir: The ``save_pretrained`` student.
+        task: The resolved task.
+        data: The run's ``data`` settings, resolved (``glue_dir``, ``max_length``, ...).
+        data_files: ``task.data_files`` for custom tasks, else None.
+        config_source: Where ``task`` and ``data`` came from (shown in ``export.json``).
+    """
+
+    run_dir: Path
+    results: dict[str, Any]
+    student_dir: Path
+    task: TaskSpec
+    data: dict[str, Any]
+    data_files: dict[str, str] | None
+    config_source: str
+
+
+def require_extra() -> None:
+    """Fail with the install command when a module of the ``export`` extra is missing.
+
+    Raises:
+        ExportError: Naming the missing modules and ``pip install 'litdistill[export]'``.
+    """
+    missing = []
+    for name in _EXTRA_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ExportError(f"ONNX export needs {', '.join(missing)}, not installed: {_INSTALL}")
+
+
+def _run_config(run_dir: Path, results: dict[str, Any], overrides: Sequence[str]
+                ) -> tuple[DictConfig, str]:
+    saved = run_dir / ".hydra" / "config.yaml"
+    if saved.is_file():
+        cfg = OmegaConf.load(saved)
+        if overrides:
+            try:
+                cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+            except OmegaConfBaseException as err:
+                raise ExportError(f"overrides {list(overrides)}: {err}; a run with "
+                                  ".hydra/config.yaml takes key=value overrides only") from err
+        return cfg, str(saved)
+    # train(cfg) called from Python (the demo, tests) leaves no .hydra/: compose conf/ again
+    # from the run's overrides plus the caller's (e.g. experiment=demo_student).
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
+    from litdistill.train import CONF_DIR
+
+    argv = [o for o in results.get("overrides") or [] if not o.lstrip("+~").startswith("hydra")]
+    if results.get("task") and not any(o.split("=")[0] in ("task", "+task") for o in argv):
+        argv.insert(0, f"task={results['task']}")
+    argv += list(overrides)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose("train", overrides=argv)
+    except HydraException as err:
+        raise ExportError(f"cannot compose conf/train.yaml with {argv}: {err}") from err
+    finally:
+        GlobalHydra.instance().clear()
+    return cfg, f"conf/train.yaml {' '.join(argv)} (the run has no .hydra/config.yaml)"
+
+
+def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> Run:
+    """Read a finished run dir and resolve its task and data settings (no weights load).
+
+    Args:
+        run_dir: A folder written by ``litdistill-train`` (``results.json``, ``student/``).
+        overrides: For runs without ``.hydra/config.yaml``: Hydra overrides composed onto
+            ``conf/train.yaml`` after the run's own; otherwise ``key=value`` merged into it
+            (e.g. ``data.glue_dir=/new/place``).
+
+    Raises:
+        ExportError: No ``results.json``, a failed run, or no ``student/`` folder.
+    """
+    run_dir = Path(run_dir)
+    results_path = run_dir / "results.json"
+    if not results_path.is_file():
+        raise ExportError(f"{run_dir} is not a finished run dir: no results.json (give the "
+                          "folder litdistill-train wrote)")
+    results = json.loads(results_path.read_text())
+    student_dir = run_dir / "student"
+    if not (student_dir / "config.json").is_file():
+        status = results.get("status")
+        raise ExportError(f"{run_dir} has no student/ folder to export (run status: {status}); "
+                          "only a finished run (status ok) saves its student")
+    cfg, source = _run_config(run_dir, results, overrides)
+    task = get_task(cfg.task)
+    if results.get("task") not in (None, task.name):
+        raise ExportError(f"{source} says task {task.name!r} but results.json says "
+                          f"{results['task']!r}; pass the run's own overrides")
+    keys = ("glue_dir", "max_length", "max_eval_samples", "eval_batch_size")
+    data = {k: OmegaConf.select(cfg, f"data.{k}", default=None) for k in keys}
+    data["seed"] = OmegaConf.select(cfg, "data.seed", default=None)
+    if data["seed"] is None:
+        data["seed"] = OmegaConf.select(cfg, "seed", default=42)
+    files = cfg.task.get("data_files")
+    data_files = OmegaConf.to_container(files, resolve=True) if files else None
+    return Run(run_dir, results, student_dir, task, data, data_files, source)
+
+
+def dev_batches(run: Run, tokenizer: Any) -> list[DevSplit]:
+    """The run's eval splits tokenized as training did, in padded batches.
+
+    Returns:
+        Per eval split: ``(name, batches, labels)``; batches hold int64 ``(B, T)`` arrays,
+        rows sorted by length (less padding), ``labels`` in the same row order.
+    """
+    from litdistill.data import GlueDataModule
+
+    data = run.data
+    datamodule = GlueDataModule(
+        task=run.task, glue_dir=data["glue_dir"], data_files=run.data_files,
+        max_length=data["max_length"] or 128, max_eval_samples=data["max_eval_samples"],
+        seed=data["seed"])
+    datamodule.load_raw()
+    datamodule.set_tokenizer(tokenizer)
+    batch_size = data["eval_batch_size"] or 64
+    splits = []
+    for split in run.task.eval_splits:
+        ds = datamodule.tokenized(split)
+        # Materialized once: indexing a datasets column row by row reads Arrow each time.
+        columns = {k: list(ds[k]) for k in ("input_ids", "attention_mask", "token_type_ids")
+                   if k in ds.column_names}
+        order = sorted(range(len(ds)), key=lambda i: len(columns["input_ids"][i]))
+        batches = []
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            features = [{k: v[i] for k, v in columns.items()} for i in rows]
+            padded = tokenizer.pad(features, return_tensors="np")
+            batches.append({k: np.asarray(v, dtype=np.int64) for k, v in padded.items()})
+        labels = np.asarray(ds["label"])[order]
+        splits.append((split, batches, labels))
+    return splits
+
+
+# The exporter warns once per torchvision op it cannot register; no student uses them.
+_REGISTRATION_LOG = "torch.onnx._internal.exporter._registration"
+
+
+@contextmanager
+def _quiet_logger(name: str, drop: str | None = None) -> Iterator[None]:
+    """Silence logger ``name`` (``""``: root) below ERROR, or only records starting ``drop``."""
+    logger = logging.getLogger(name)
+
+    def keep(record: logging.LogRecord) -> bool:
+        if drop is None:
+            return record.levelno >= logging.ERROR
+        return not record.getMessage().startswith(drop)
+
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
+
+
+class _Logits(nn.Module):
+    """The classifier with one output, ``logits`` ``(B, num_labels)``, for the graph."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    # Named arguments, not **kwargs: torch.export matches dynamic_shapes to these names.
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        inputs = {"attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        return self.model(input_ids, **{k: v for k, v in inputs.items() if v is not None}).logits
+
+
+def export_onnx(model: nn.Module, tokenizer: Any, path: Path, opset: int | None = None
+                ) -> list[str]:
+    """Write ``model`` as a single-file ONNX graph with dynamic batch and sequence axes.
+
+    Args:
+        model: A transformers sequence classifier (put in eval mode here).
+        tokenizer: Its tokenizer: its outputs name the graph's inputs.
+        path: The ``.onnx`` file (weights inside: fine below the 2 GB protobuf limit).
+        opset: ONNX opset (None: the exporter's default).
+
+    Returns:
+        The graph's input names.
+    """
+    model.eval()
+    # Two rows of different lengths, batch != sequence: torch.export specializes a dimension
+    # that is 1 in the example, and would merge two axes of equal size into one symbol.
+    sample = tokenizer(["an example sentence for the exporter", "a short one"],
+                       ["and its pair", "b"], padding=True, return_tensors="pt")
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
+    kwargs = {n: sample[n] for n in names}
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    with torch.no_grad(), warnings.catch_warnings(), _quiet_logger(_REGISTRATION_LOG):
+        # Every input shares the two axes; the exporter says so once per input and axis.
+        warnings.filterwarnings("ignore", message=r".*The axis name: .* will not be used")
+        warnings.filterwarnings("ignore", message=r".*LeafSpec.*")  # torch.export internals
+        torch.onnx.export(
+            _Logits(model).eval(), (), str(path), kwargs=kwargs, input_names=names,
+            output_names=["logits"], opset_version=opset, dynamo=True, external_data=False,
+            dynamic_shapes={n: {0: batch, 1: sequence} for n in names}, verbose=False)
+    return names
+
+
+def quantize_int8(src: Path, dest: Path) -> None:
+    """Dynamic int8 quantization: int8 weights, activations quantized per call.
+
+    Every MatMul with a weight and the embedding tables are quantized (onnxruntime's
+    defaults), with one scale per output channel. Tried on the demo's MiniLM-L6 teacher and
+    3-layer student (1,017 dev rows, 1 thread): fusing with
+    ``onnxruntime.transformers.optimizer`` (no attention fusion matches the dynamo graph) or
+    ``quant_pre_process`` first changed latency by < 3% and accuracy not at all; quantizing
+    MatMuls only keeps 3x the size (fp32 embeddings) and moved accuracy by -0.8 (student) and
+    +1.0 (teacher) points vs this choice: within dev-set noise (~16 rows flip either way).
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # The quantizer logs a hint to pre-process first on the root logger (see above).
+    with _quiet_logger("", drop="Please consider to run pre-processing"):
+        quantize_dynamic(src, dest, weight_type=QuantType.QInt8, per_channel=True)
+
+
+def session(path: str | Path, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session with every graph optimization on.
+
+    Args:
+        path: The ``.onnx`` file.
+        threads: Intra-op threads (None: onnxruntime's default, one per physical core).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or 0
+    options.inter_op_num_threads = 1  # one forward at a time: no parallel branches to run
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _run_session(sess: Any, batch: dict[str, np.ndarray]) -> np.ndarray:
+    wanted = {i.name for i in sess.get_inputs()}
+    return sess.run(["logits"], {k: v for k, v in batch.items() if k in wanted})[0]
+
+
+def torch_logits(model: nn.Module, splits: list[DevSplit]) -> list[np.ndarray]:
+    """PyTorch logits ``(rows, num_labels)`` of each split from :func:`dev_batches`."""
+    model.eval()
+    with torch.inference_mode():
+        return [np.concatenate([
+            model(**{k: torch.from_numpy(v) for k, v in b.items()}).logits.float().numpy()
+            for b in batches]) for _, batches, _ in splits]
+
+
+def onnx_logits(path: str | Path, splits: list[DevSplit]) -> list[np.ndarray]:
+    """The ONNX graph's logits ``(rows, num_labels)`` of each split."""
+    sess = session(path)
+    return [np.concatenate([_run_session(sess, b) for b in batches])
+            for _, batches, _ in splits]
+
+
+def score_logits(task: TaskSpec, logits: list[np.ndarray], splits: list[DevSplit]
+                 ) -> dict[str, float]:
+    """The task's metrics and ``score`` of per-split logits, as training reports them."""
+    return evaluate(task, [torch.from_numpy(x) for x in logits],
+                    [torch.from_numpy(y) for _, _, y in splits])
+
+
+def _agree(task: TaskSpec, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if task.is_regression:
+        return np.abs(a[:, 0] - b[:, 0]) < REGRESSION_TOLERANCE
+    return a.argmax(-1) == b.argmax(-1)
+
+
+def verify(model: nn.Module, graphs: dict[str, Path], task: TaskSpec,
+           splits: list[DevSplit]) -> dict[str, Any]:
+    """Compare PyTorch and each ONNX graph on the dev rows.
+
+    Args:
+        model: The PyTorch student.
+        graphs: ``{"fp32": path, "int8": path}`` (int8 optional).
+        task: The run's task.
+        splits: From :func:`dev_batches`.
+
+    Returns:
+        ``checks`` (rows, and per graph the agreement with PyTorch and the max abs logit
+        difference) and ``scores`` (task metrics and ``score`` of PyTorch and each graph).
+
+    Raises:
+        VerificationError: The fp32 graph agrees with PyTorch on fewer than
+            :data:`MIN_AGREEMENT` of the rows.
+    """
+    logits = {"pytorch": torch_logits(model, splits)}
+    logits |= {name: onnx_logits(path, splits) for name, path in graphs.items()}
+    reference = np.concatenate(logits["pytorch"])  # (all rows, num_labels)
+    checks: dict[str, Any] = {"rows": len(reference), "min_agreement": MIN_AGREEMENT}
+    for name in graphs:
+        out = np.concatenate(logits[name])
+        checks[name] = {"agreement": float(_agree(task, reference, out).mean()),
+                        "max_abs_logit_diff": float(np.abs(reference - out).max())}
+    fp32 = checks["fp32"]
+    if fp32["agreement"] < MIN_AGREEMENT:
+        raise VerificationError(
+            f"the fp32 ONNX graph predicts what PyTorch predicts on only "
+            f"{fp32['agreement']:.2%} of {checks['rows']} dev rows (need "
+            f"{MIN_AGREEMENT:.1%}; max abs logit difference {fp32['max_abs_logit_diff']:.3g}); "
+            "the export is wrong: try another --opset or report the model type")
+    scores = {name: score_logits(task, x, splits) for name, x in logits.items()}
+    return {"checks": checks, "scores": scores}
+
+
+def _file_entry(path: Path) -> dict[str, Any]:
+    return {"bytes": path.stat().st_size, "sha256": atomic.sha256_file(path)}
+
+
+def export_run(run_dir: str | Path, out: str | Path | None = None, *,
+               quantize: str | None = None, opset: int | None = None,
+               overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Export a finished run's student to ONNX, verify it on dev, write it atomically.
+
+    Args:
+        run_dir: The run folder (``results.json``, ``student/``).
+        out: Destination folder (default ``RUN_DIR/export``), replaced only once complete.
+        quantize: ``"int8"`` to also write the dynamically quantized graph.
+        opset: ONNX opset (None: the exporter's default).
+        overrides: See :func:`load_run`.
+
+    Returns:
+        What ``export.json`` holds.
+
+    Raises:
+        ExportError: Bad run dir, option or missing extra (before any weights load).
+        VerificationError: The fp32 graph disagrees with PyTorch on dev.
+    """
+    if quantize is not None and quantize not in QUANTIZE:
+        raise ExportError(f"--quantize {quantize!r}: supported: {', '.join(QUANTIZE)}")
+    if opset is not None and opset < 7:
+        raise ExportError(f"--opset {opset}: ONNX opsets start at 7 (default: the exporter's)")
+    run = load_run(run_dir, overrides)
+    require_extra()
+    out = Path(out) if out is not None else run.run_dir / "export"
+
+    from transformers import AutoModelForSequenceClassification
+
+    from litdistill.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(run.student_dir))
+    splits = dev_batches(run, tokenizer)  # data problems surface before weights load
+    model = AutoModelForSequenceClassification.from_pretrained(run.student_dir).eval()
+    summary: dict[str, Any] = {}
+
+    def fill(tmp: Path) -> None:
+        import onnx
+
+        start = time.perf_counter()
+        graphs = {"fp32": tmp / FP32_FILE}
+        inputs = export_onnx(model, tokenizer, graphs["fp32"], opset)
+        if quantize == "int8":
+            graphs["int8"] = tmp / INT8_FILE
+            quantize_int8(graphs["fp32"], graphs["int8"])
+        export_seconds = time.perf_counter() - start
+        tokenizer.save_pretrained(tmp)
+        model.config.save_pretrained(tmp)  # label names, for whoever serves the graph
+        result = verify(model, graphs, run.task, splits)
+        opsets = {o.domain or "ai.onnx": o.version
+                  for o in onnx.load(graphs["fp32"], load_external_data=False).opset_import}
+        run_score = (run.results.get("student") or {}).get("score")
+        if run_score is not None:
+            # Training's own dev score, recomputed: a mismatch means other data settings.
+            result["checks"]["reproduces_run_score"] = bool(
+                abs(result["scores"]["pytorch"]["score"] - run_score) <= RUN_SCORE_TOLERANCE)
+        summary.update(
+            source_run=str(run.run_dir.resolve()), student_dir=str(run.student_dir.resolve()),
+            task=run.task.name, student=(run.results.get("student") or {}).get("name"),
+            config=run.config_source, opset=opsets.get("ai.onnx"), quantize=quantize,
+            exporter="torch.onnx.export(dynamo=True)", inputs=inputs, output="logits",
+            eval_splits=list(run.task.eval_splits),
+            max_length=run.data["max_length"] or 128,
+            files={p.name: _file_entry(p) for p in graphs.values()},
+            pytorch_bytes=sum(p.stat().st_size for p in run.student_dir.glob("*.safetensors")),
+            export_seconds=round(export_seconds, 2), **result,
+            run_score=run_score,
+            versions={p: version(p) for p in ("torch", "transformers", *_EXTRA_MODULES)},
+            created=datetime.datetime.now().isoformat(timespec="seconds"))
+        atomic.write_json(tmp / "export.json", summary)
+
+    atomic.write_dir(out, fill)
+    summary["out"] = str(out)
+    return summary
+
+
+def measure_onnx(path: str | Path, tokenizer: Any, texts: Sequence[str], batch_size: int, *,
+                 max_length: int = 128, threads: int | None = None, warmup: int = 3,
+                 repeats: int = 10) -> dict[str, float]:
+    """Time an ONNX graph exactly as :func:`litdistill.latency.measure` times a model.
+
+    Same batches (cycling through ``texts``), same warm-up, median of ``repeats`` timed
+    calls; ``threads`` sets onnxruntime's intra-op threads instead of torch's.
+
+    Returns:
+        ``batch_size``, ``median_s`` per batch, ``ms_per_example`` and ``examples_per_s``.
+    """
+    if not texts:
+        raise ValueError("measure_onnx() needs at least one text")
+    sess = session(path, threads)
+    batches = []
+    for i in range(max(repeats, 1)):
+        chunk = [texts[(i * batch_size + j) % len(texts)] for j in range(batch_size)]
+        enc = tokenizer(chunk, padding=True, truncation=True, max_length=max_length,
+                        return_tensors="np")
+        batches.append({k: np.asarray(v, dtype=np.int64) for k, v in enc.items()})
+    for step in range(warmup):
+        _run_session(sess, batches[step % len(batches)])
+    times = []
+    for batch in batches:
+        start = time.perf_counter()
+        _run_session(sess, batch)
+        times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return {"batch_size": batch_size, "median_s": median,
+            "ms_per_example": 1000.0 * median / batch_size,
+            "examples_per_s": batch_size / median}
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    checks, scores = summary["checks"], summary["scores"]
+    print(f"exported {summary['source_run']} -> {summary['out']} (opset {summary['opset']})")
+    for name, entry in summary["files"].items():
+        print(f"  {name:<16} {_mb(entry['bytes']):>9}")
+    fp32 = checks["fp32"]
+    print(f"dev ({checks['rows']} rows): ONNX fp32 agrees with PyTorch on "
+          f"{fp32['agreement']:.2%} of rows, max abs logit difference "
+          f"{fp32['max_abs_logit_diff']:.2e}")
+    line = f"dev score: PyTorch {scores['pytorch']['score']:.4f}, " \
+           f"ONNX fp32 {scores['fp32']['score']:.4f}"
+    if "int8" in scores:
+        line += f", ONNX int8 {scores['int8']['score']:.4f} " \
+                f"(agrees with PyTorch on {checks['int8']['agreement']:.2%})"
+    print(line)
+    if checks.get("reproduces_run_score") is False:
+        print(f"warning: the run recorded a dev score of {summary['run_score']:.4f}: the dev "
+              f"rows or max_length ({summary['max_length']}) differ from training's; "
+              f"config from {summary['config']}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``litdistill-export RUN_DIR [--out DIR] [--quantize int8] [--opset N]``."""
+    parser = argparse.ArgumentParser(
+        prog="litdistill-export", description="Export a finished run's student as ONNX (fp32, "
+        "optionally int8), checked against PyTorch on the task's dev set.")
+    parser.add_argument("run_dir", type=Path, help="a finished litdistill-train run folder")
+    parser.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/export)")
+    # No argparse choices: a wrong value gets the one-line error and exit 2 of every other
+    # bad input instead of argparse's usage text.
+    parser.add_argument("--quantize", metavar="{int8}",
+                        help="also write a dynamically quantized graph")
+    parser.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    parser.add_argument("overrides", nargs="*",
+                        help="for runs without .hydra/config.yaml (the demo's): Hydra overrides "
+                             "that recompose the run's config, e.g. experiment=demo_student")
+    args = parser.parse_intermixed_args(argv)  # overrides may follow the options
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    import datasets
+    import transformers
+
+    # Progress bars of loading weights and tokenizing a dev split would bury the summary.
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        summary = export_run(args.run_dir, args.out, quantize=args.quantize, opset=args.opset,
+                             overrides=args.overrides)
+    except LitDistillError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    _print_summary(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
