@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from pathlib import Path
 
 import torch
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import DictConfig
 
 from litdistill.errors import ConfigError, LaunchError
@@ -40,6 +45,42 @@ def check_launch(cfg: DictConfig) -> None:
             "sweep); use one device per job (hardware=cpu/gpu), strategy=ddp_spawn, or "
             "hydra/launcher=slurm (one SLURM task per GPU)"
         )
+
+
+def check_config_dirs(argv: list[str]) -> None:
+    """Every config folder the command line adds must exist.
+
+    ``--config-dir DIR`` (``-cd``) and ``hydra.searchpath=[file://DIR, pkg://module]`` add the
+    user's own tasks, students and experiments. Hydra 1.3 stops on a missing ``--config-dir``
+    with a multi-line report (exit 1) and only *warns* about a missing search-path entry, so a
+    typo surfaces later as "Could not find 'task/...'"; this names the folder instead.
+
+    Raises:
+        ConfigError: A folder (or module) that does not exist.
+    """
+    # The very parser @hydra.main runs next (Hydra 1.3 exposes no public one), so flags read
+    # as Hydra reads them (`-c job` is --cfg, not an abbreviation of -cd).
+    args = get_args_parser().parse_args(argv)
+    if args.config_dir is not None and not Path(args.config_dir).is_dir():
+        raise ConfigError(f"--config-dir {args.config_dir}: no such folder")
+    for arg in args.overrides:
+        if arg.lstrip("+").split("=", 1)[0] != "hydra.searchpath":
+            continue
+        try:
+            entries = OverridesParser.create().parse_overrides([arg])[0].value()
+        except HydraException:
+            return  # malformed: Hydra's own parser reports it
+        for entry in entries if isinstance(entries, list) else []:
+            scheme, _, where = str(entry).rpartition("://")
+            if scheme == "pkg":
+                try:
+                    found = importlib.util.find_spec(where) is not None
+                except ModuleNotFoundError:
+                    found = False
+                if not found:
+                    raise ConfigError(f"hydra.searchpath entry {entry}: no such module")
+            elif scheme in ("", "file") and not Path(where).is_dir():
+                raise ConfigError(f"hydra.searchpath entry {entry}: no such folder")
 
 
 def check_models(task: TaskSpec, teacher: ModelSpec | None, student: ModelSpec,

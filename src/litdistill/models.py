@@ -267,7 +267,8 @@ class Pretrained(ModelSpec):
     def _config(self) -> PretrainedConfig:
         try:
             return AutoConfig.from_pretrained(self.path)
-        except (OSError, ValueError, StrictDataclassError) as e:
+        # TypeError: transformers < 5.18 indexes a config.json that holds a JSON list.
+        except (OSError, ValueError, TypeError, StrictDataclassError) as e:
             folder = Path(self.path)
             if not folder.is_dir():
                 raise  # a hub id: transformers' message names the repository

@@ -2,9 +2,11 @@
 
 ``train(cfg)`` is a plain function (tests call it directly) that reads as the recipe:
 validate -> prepare data and teacher outputs -> build -> fit -> pick the best checkpoint ->
-export and record. Only :func:`main` carries ``@hydra.main``. Every run writes
-``results.json`` atomically in its run dir, ``ok`` or ``failed`` (:class:`~litdistill.runs.
-RunRecord`), and exports the best student with ``save_pretrained`` to ``<run_dir>/student``.
+export and record. Only :func:`app` carries ``@hydra.main`` (configs from
+``pkg://litdistill.conf``); :func:`main` checks the config folders the command line adds, then
+runs it. Every run writes ``results.json`` atomically in its run dir, ``ok`` or ``failed``
+(:class:`~litdistill.runs.RunRecord`), and exports the best student with ``save_pretrained`` to
+``<run_dir>/student``.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from litdistill import atomic, runs, unlabelled
 from litdistill.augment import Augment
 from litdistill.callbacks import EpochTimer, PhaseLog, RngState
-from litdistill.checks import check_launch, check_models, device_of
+from litdistill.checks import check_config_dirs, check_launch, check_models, device_of
 from litdistill.data import GlueDataModule
-from litdistill.errors import LaunchError, LitDistillError
+from litdistill.errors import ConfigError, LaunchError, LitDistillError
 from litdistill.finite import check_weights
 from litdistill.loggers import keep_logged_rows
 from litdistill.models import FromTeacher, ModelSpec
@@ -47,7 +49,9 @@ log = logging.getLogger("litdistill")
 # The frozen teacher is in eval mode on purpose; Lightning warns about any such module.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# The configs ship inside the package (a wheel has them too); Hydra finds them as
+# pkg://litdistill.conf, and code composing them with initialize_config_dir uses this path.
+CONF_DIR = str(Path(__file__).resolve().parent / "conf")
 
 
 def build(node: Any, **kwargs: Any) -> Any:
@@ -289,8 +293,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return run.results
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
-def main(cfg: DictConfig) -> float:
+@hydra.main(version_base="1.3", config_path="pkg://litdistill.conf", config_name="train")
+def app(cfg: DictConfig) -> float:
     """Hydra app; returns the student's score (for sweepers such as Optuna).
 
     In a ``--multirun`` a failing job is isolated: its results.json already says
@@ -310,6 +314,17 @@ def main(cfg: DictConfig) -> float:
         raise
     score = (results.get("student") or {}).get("score")
     return math.nan if score is None else float(score)
+
+
+def main() -> None:
+    """``litdistill-train``: check the config folders the command line adds, then run
+    :func:`app`. A missing one is bad input: a one-line ``error:`` and exit 2."""
+    try:
+        check_config_dirs(sys.argv[1:])
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    app()
 
 
 if __name__ == "__main__":
