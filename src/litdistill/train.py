@@ -101,8 +101,10 @@ def validate(cfg: DictConfig, output_dir: Path) -> Plan:
     objective: Objective = build(cfg.distill)
     data_files = cfg.task.get("data_files")
     datamodule: GlueDataModule = build(cfg.data)(
-        task=task, data_files=OmegaConf.to_container(data_files) if data_files else None)
+        task=task,
+        data_files=OmegaConf.to_container(data_files, resolve=True) if data_files else None)
     datamodule.load_raw()
+    task = datamodule.task  # a custom task's classes may come from its training file
     teacher = build(cfg.teacher) if cfg.get("teacher") else None
     student = build(cfg.student)
     separate = check_models(task, teacher, student, objective, datamodule.separate_tokenizers)
@@ -275,6 +277,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     with runs.RunRecord(cfg, output_dir) as run:
         plan = validate(cfg, output_dir)
         run.results["metric_names"] = plan.task.metric_names
+        run.results["label_names"] = list(plan.task.label_names or []) or None
         L.seed_everything(cfg.seed, workers=True)
         side = prepare(cfg, plan, run.results)
         module = build_module(cfg, plan, side)
