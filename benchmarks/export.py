@@ -7,10 +7,10 @@ against PyTorch on the dev set), then times, with 2 threads and with 1 and at ba
 * the student in PyTorch fp32 (the demo's 3-layer KD student),
 * the student's ONNX fp32 graph and its int8 graph (onnxruntime, CPU).
 
-Latency: :func:`litdistill.latency.measure` and :func:`litdistill.export.measure_onnx` (same
-texts, threads, warm-up, median of repeats) on real dev sentences, truncated at the runs'
-``max_length``; the four models are timed in interleaved rounds and the median over rounds is
-kept, so load from elsewhere hits every model alike. Size: the weights on disk
+Latency: :func:`litdistill.latency.measure_models` (``measure`` for PyTorch, ``measure_onnx``
+for the graphs: same texts, threads, warm-up, median of repeats) on real dev sentences,
+truncated at the runs' ``max_length``; the four models are timed in interleaved rounds and the
+median over rounds is kept, so load from elsewhere hits every model alike. Size: the weights on disk
 (``model.safetensors`` / ``.onnx``). Dev accuracy: each model on the run's whole dev split.
 
 Goal: the int8 student >= 4x faster than the fp32 PyTorch teacher at batch 1, with a dev
@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
-import statistics
 import sys
 from importlib.metadata import version
 from pathlib import Path
@@ -46,26 +44,20 @@ from litdistill.export import (
     dev_batches,
     export_run,
     load_run,
-    measure_onnx,
     score_logits,
     torch_logits,
 )
-from litdistill.latency import measure
+from litdistill.latency import measure_models
 
 BATCH_SIZES = (1, 32)
 
 
 def machine() -> dict[str, Any]:
-    """CPU model, cores, library versions and the exact command line."""
-    cpu = platform.processor() or platform.machine()
-    if Path("/proc/cpuinfo").is_file():
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").open()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    return {"command": shlex.join([sys.executable, *sys.argv]),
-            "cpu": f"{cpu} ({os.cpu_count()} logical cores)",
-            "python": platform.python_version(),
-            **{p: version(p) for p in ("torch", "transformers", "onnx", "onnxruntime")}}
+    """The machine (one line, as the report prints it), library versions, the command."""
+    from litdistill.latency import machine as describe
+
+    return {"command": shlex.join([sys.executable, *sys.argv]), "machine": describe(),
+            **{p: version(p) for p in ("transformers", "onnx", "onnxruntime")}}
 
 
 def _overrides(run_dir: Path, default: str) -> list[str]:
@@ -86,19 +78,13 @@ def dev_texts(run: Run, n: int) -> list[str]:
 
 def time_models(models: dict[str, Any], texts: list[str], threads: int, max_length: int,
                 rounds: int, repeats: int) -> dict[str, dict[int, float]]:
-    """Median over interleaved rounds of each model's ms/example at each batch size."""
-    times: dict[str, dict[int, list[float]]] = {m: {b: [] for b in BATCH_SIZES} for m in models}
-    for _ in range(rounds):
-        for name, (kind, model, tokenizer) in models.items():
-            for batch_size in BATCH_SIZES:
-                # Batch 32 runs ~30x longer per call: fewer calls give as stable a median.
-                n = repeats if batch_size == 1 else max(3, repeats // 4)
-                kwargs = dict(max_length=max_length, threads=threads, warmup=2, repeats=n)
-                timing = (measure(model, tokenizer, texts, batch_size, **kwargs)
-                          if kind == "torch" else
-                          measure_onnx(model, tokenizer, texts, batch_size, **kwargs))
-                times[name][batch_size].append(timing["ms_per_example"])
-    return {m: {b: statistics.median(v) for b, v in t.items()} for m, t in times.items()}
+    """Each model's ms/example at batch 1 and 32: :func:`litdistill.latency.measure_models`
+    (PyTorch modules and ONNX paths alike, interleaved rounds, medians)."""
+    timed = measure_models([(model, tokenizer) for model, tokenizer in models.values()], texts,
+                           threads=threads, repeats=repeats, rounds=rounds,
+                           max_length=max_length)
+    return {name: {1: t["ms_per_example_b1"], 32: 1000.0 / t["examples_per_s_b32"]}
+            for name, t in zip(models, timed, strict=True)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,10 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     s_tok = load_tokenizer(str(student_run.student_dir))
     t_splits = dev_batches(teacher_run, t_tok)
     models = {
-        "teacher fp32 (PyTorch)": ("torch", teacher, t_tok),
-        "student fp32 (PyTorch)": ("torch", student, s_tok),
-        "student fp32 (ONNX)": ("onnx", out_dir / FP32_FILE, s_tok),
-        "student int8 (ONNX)": ("onnx", out_dir / INT8_FILE, s_tok),
+        "teacher fp32 (PyTorch)": (teacher, t_tok),
+        "student fp32 (PyTorch)": (student, s_tok),
+        "student fp32 (ONNX)": (out_dir / FP32_FILE, s_tok),
+        "student int8 (ONNX)": (out_dir / INT8_FILE, s_tok),
     }
     sizes = {
         "teacher fp32 (PyTorch)": (teacher_run.student_dir / "model.safetensors").stat().st_size,

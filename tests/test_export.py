@@ -10,7 +10,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from litdistill import export
-from litdistill.export import ExportError, export_run, main, measure_onnx
+from litdistill.export import ExportError, export_run, main
+from litdistill.latency import measure_onnx
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -185,3 +186,21 @@ def test_missing_extra_names_the_install_command(make_cfg, tmp_path, word_tokeni
     assert "onnxruntime" in err and "pip install 'litdistill[export]'" in err
     with pytest.raises(ExportError, match="litdistill\\[export\\]"):
         export_run(run)
+
+
+def test_report_lists_exported_graphs_with_their_score_size_and_latency(trained_run, tmp_path):
+    """litdistill-report adds a row per exported variant: export.json's dev score, the
+    graph's size on disk, and latency timed on the graph itself."""
+    from litdistill import report
+
+    summary = export_run(trained_run, quantize="int8")
+    result = report.report([trained_run], tmp_path / "report", latency=True, threads=1,
+                           repeats=2)
+    rows = {r["config"].rsplit(" ", 2)[-1]: r for r in result["rows"] if r["kind"] == "export"}
+    int8 = next(r for r in result["rows"] if r["kind"] == "export" and "int8" in r["config"])
+    assert int8["score_mean"] == pytest.approx(summary["scores"]["int8"]["score"])
+    assert int8["size_mb"] == pytest.approx(summary["files"]["model.int8.onnx"]["bytes"] / 2**20)
+    assert int8["latency_ms_b1"] > 0 and int8["throughput_b32"] > 0
+    assert len(rows) == 2  # fp32 and int8
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "(onnx int8)" in md

@@ -64,6 +64,10 @@ def test_demo_pipeline_end_to_end(tmp_path: Path):
     rows = {r["model"].split(" ")[0]: r for r in summary["rows"]}
     assert rows["teacher"]["params"] > rows["student"]["params"]
     assert rows["teacher"]["speedup_b1"] == pytest.approx(1.0)
+    by_name = {r["model"]: r for r in summary["rows"]}
+    if "student 3L + KD, ONNX int8" in by_name:  # with the export extra installed
+        assert by_name["student 3L + KD, ONNX int8"]["size_mb"] < \
+            by_name["student 3L + KD"]["size_mb"] / 2  # int8 weights
     for name in ("results.md", "results.json", "demo.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
     for stage in ("teacher", "kd", "baseline"):

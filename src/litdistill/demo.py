@@ -5,7 +5,9 @@
 3. distill it into a 3-layer student cut from teacher layers 0, 2, 4 (``experiment=demo_student``)
    on the same 2,000 labelled sentences plus 4,000 unlabelled ones (``transfer=train_rest``),
 4. train the same student from the same initialisation without KD (the baseline),
-5. measure every model's CPU latency the same way and print/write the comparison table + plot
+5. export the KD student as an int8 ONNX graph (``litdistill-export``, checked on dev; skipped
+   without the ``export`` extra),
+6. measure every model's CPU latency the same way and print/write the comparison table + plot
    into the run folder (``outputs/demo/<time>/``; ``--record`` re-records the committed
    example in ``experiments/demo/``).
 
@@ -65,9 +67,15 @@ def _latency_texts(data_dir: Path, n: int = 64) -> list[str]:
         return [json.loads(line)["sentence"] for _, line in zip(range(n), fh)]
 
 
-def build_rows(stages: dict[str, dict[str, Any]], texts: list[str],
-               threads: int) -> list[dict[str, Any]]:
-    """One row per model: score, params, latency, speedup and retention vs the teacher."""
+def _size_mb(path: Path) -> float:
+    files = [path] if path.is_file() else list(path.glob("*.safetensors"))
+    return sum(f.stat().st_size for f in files) / 2**20
+
+
+def build_rows(stages: dict[str, dict[str, Any]], texts: list[str], threads: int,
+               exported: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One row per model: score, params, size, latency, speedup and retention vs the
+    teacher; plus the KD student's int8 ONNX graph when it was exported."""
     teacher = stages["teacher"]
     models = {
         "teacher (MiniLM-L6, fine-tuned)": teacher["student"] | {"dir": teacher["student_dir"]},
@@ -75,10 +83,17 @@ def build_rows(stages: dict[str, dict[str, Any]], texts: list[str],
         "student 3L, no KD (baseline)": stages["baseline"]["student"]
         | {"dir": stages["baseline"]["student_dir"]},
     }
+    loaded = [load(e["dir"]) for e in models.values()]
+    if exported is not None:
+        graph = Path(exported["out"]) / "model.int8.onnx"
+        models["student 3L + KD, ONNX int8"] = {
+            "score": exported["scores"]["int8"]["score"], "dir": graph,
+            "params": stages["kd"]["student"]["params"]}
+        loaded.append((graph, loaded[1][1]))
     console.print(f"measuring CPU latency of {len(models)} models ({threads} threads)")
-    timings = measure_models([load(e["dir"]) for e in models.values()], texts,
-                             threads=threads, repeats=10, rounds=5)
-    rows = [{"model": name, "dev_accuracy": entry["score"], "params": entry["params"], **t}
+    timings = measure_models(loaded, texts, threads=threads, repeats=10, rounds=5)
+    rows = [{"model": name, "dev_accuracy": entry["score"], "params": entry["params"],
+             "size_mb": _size_mb(Path(entry["dir"])), **t}
             for (name, entry), t in zip(models.items(), timings, strict=True)]
     base = rows[0]
     for row in rows:
@@ -89,7 +104,8 @@ def build_rows(stages: dict[str, dict[str, Any]], texts: list[str],
 
 
 _COLUMNS = [("model", "model", "{}"), ("dev acc", "dev_accuracy", "{:.4f}"),
-            ("params", "params", "{:,}"), ("ms/example (b=1)", "ms_per_example_b1", "{:.1f}"),
+            ("params", "params", "{:,}"), ("MB", "size_mb", "{:.1f}"),
+            ("ms/example (b=1)", "ms_per_example_b1", "{:.1f}"),
             ("examples/s (b=32)", "examples_per_s_b32", "{:.1f}"),
             ("speedup b=1", "speedup_b1", "{:.2f}x"), ("speedup b=32", "speedup_b32", "{:.2f}x"),
             ("retention", "retention", "{:.1%}")]
@@ -118,7 +134,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
 
     fig, (ax_acc, ax_lat) = plt.subplots(1, 2, figsize=(11, 4.2))
     names = [r["model"] for r in rows]
-    colors = ["#444444", "#1f77b4", "#ff7f0e"]
+    colors = ["#444444", "#1f77b4", "#ff7f0e", "#2ca02c"][:len(rows)]
     ax_acc.barh(names, [r["dev_accuracy"] for r in rows], color=colors)
     accs = [r["dev_accuracy"] for r in rows]
     ax_acc.set_xlim(min(accs) - 0.05, max(accs) + 0.03)
@@ -141,7 +157,21 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def run_demo(out: Path, report_dir: Path | None, overrides: list[str], threads: int = 2) -> dict:
+def _export(run_dir: Path, overrides: list[str]) -> dict[str, Any] | None:
+    """The KD student as an int8 ONNX graph, checked on dev (None without the extra)."""
+    from litdistill.export import ExportError, export_run, require_extra
+
+    try:
+        require_extra()
+    except ExportError as err:
+        console.print(f"skipping the ONNX export: {err}")
+        return None
+    console.rule("[bold]export the KD student (ONNX, int8)")
+    return export_run(run_dir, quantize="int8", overrides=overrides)
+
+
+def run_demo(out: Path, report_dir: Path | None, overrides: list[str], threads: int = 2,
+             export: bool = True) -> dict:
     """Run the three stages into ``out`` and write the table and plot into ``report_dir``
     (default: ``out`` itself)."""
     report_dir = report_dir or out
@@ -158,8 +188,9 @@ def run_demo(out: Path, report_dir: Path | None, overrides: list[str], threads: 
                           [*student, *transfer], out / "kd")
     stages["baseline"] = _stage("3/3 same student without KD", [*student, "distill=none"],
                                 out / "baseline")
+    exported = _export(out / "kd", student) if export else None
     console.rule("[bold]latency")
-    rows = build_rows(stages, _latency_texts(data_dir), threads)
+    rows = build_rows(stages, _latency_texts(data_dir), threads, exported)
     table, markdown = render(rows)
     console.print(table)
     summary = {"rows": rows, "runs": {k: v["run_dir"] for k, v in stages.items()},
@@ -183,12 +214,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="re-record the committed example: write the table and plot to "
                              "experiments/demo/ (overrides --report-dir)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for latency")
+    parser.add_argument("--no-export", action="store_true",
+                        help="skip the int8 ONNX export of the KD student")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every stage")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         report_dir = Path("experiments/demo") if args.record else args.report_dir
-        run_demo(args.out, report_dir, args.overrides, args.threads)
+        run_demo(args.out, report_dir, args.overrides, args.threads, not args.no_export)
     except LitDistillError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

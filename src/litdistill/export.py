@@ -10,7 +10,7 @@ file sizes, checks, scores) into ``RUN_DIR/export/``, atomically::
 Before anything is kept, both models run on the task's dev set, loaded and tokenized as the
 training run did (its ``.hydra/config.yaml``): the fp32 graph must predict the same class as
 PyTorch on at least :data:`MIN_AGREEMENT` of the rows, and the int8 graph's score is printed
-next to PyTorch's. :func:`measure_onnx` times an exported graph the way
+next to PyTorch's. :func:`litdistill.latency.measure_onnx` times an exported graph the way
 :func:`litdistill.latency.measure` times a PyTorch model.
 
 Exporter: ``torch.onnx.export(dynamo=True)`` (``torch.export`` + onnxscript), the default of
@@ -25,7 +25,6 @@ import datetime
 import importlib
 import json
 import logging
-import statistics
 import sys
 import time
 import warnings
@@ -322,7 +321,8 @@ def session(path: str | Path, threads: int | None = None) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _run_session(sess: Any, batch: dict[str, np.ndarray]) -> np.ndarray:
+def run_session(sess: Any, batch: dict[str, np.ndarray]) -> np.ndarray:
+    """The graph's logits for one tokenized batch (only the inputs the graph takes)."""
     wanted = {i.name for i in sess.get_inputs()}
     return sess.run(["logits"], {k: v for k, v in batch.items() if k in wanted})[0]
 
@@ -339,7 +339,7 @@ def torch_logits(model: nn.Module, splits: list[DevSplit]) -> list[np.ndarray]:
 def onnx_logits(path: str | Path, splits: list[DevSplit]) -> list[np.ndarray]:
     """The ONNX graph's logits ``(rows, num_labels)`` of each split."""
     sess = session(path)
-    return [np.concatenate([_run_session(sess, b) for b in batches])
+    return [np.concatenate([run_session(sess, b) for b in batches])
             for _, batches, _ in splits]
 
 
@@ -397,6 +397,46 @@ def _file_entry(path: Path) -> dict[str, Any]:
     return {"bytes": path.stat().st_size, "sha256": atomic.sha256_file(path)}
 
 
+def _write_graphs(tmp: Path, model: nn.Module, tokenizer: Any, run: Run,
+                  splits: list[DevSplit], quantize: str | None, opset: int | None
+                  ) -> dict[str, Any]:
+    """Export (and quantize) into ``tmp``, verify on dev, write ``export.json``; return it."""
+    import onnx
+
+    start = time.perf_counter()
+    graphs = {"fp32": tmp / FP32_FILE}
+    inputs = export_onnx(model, tokenizer, graphs["fp32"], opset)
+    if quantize == "int8":
+        graphs["int8"] = tmp / INT8_FILE
+        quantize_int8(graphs["fp32"], graphs["int8"])
+    export_seconds = time.perf_counter() - start
+    tokenizer.save_pretrained(tmp)
+    model.config.save_pretrained(tmp)  # label names, for whoever serves the graph
+    result = verify(model, graphs, run.task, splits)
+    opsets = {o.domain or "ai.onnx": o.version
+              for o in onnx.load(graphs["fp32"], load_external_data=False).opset_import}
+    run_score = (run.results.get("student") or {}).get("score")
+    if run_score is not None:
+        # Training's own dev score, recomputed: a mismatch means other data settings.
+        result["checks"]["reproduces_run_score"] = bool(
+            abs(result["scores"]["pytorch"]["score"] - run_score) <= RUN_SCORE_TOLERANCE)
+    summary = dict(
+        source_run=str(run.run_dir.resolve()), student_dir=str(run.student_dir.resolve()),
+        task=run.task.name, student=(run.results.get("student") or {}).get("name"),
+        config=run.config_source, opset=opsets.get("ai.onnx"), quantize=quantize,
+        exporter="torch.onnx.export(dynamo=True)", inputs=inputs, output="logits",
+        eval_splits=list(run.task.eval_splits),
+        max_length=run.data["max_length"] or 128,
+        files={p.name: _file_entry(p) for p in graphs.values()},
+        pytorch_bytes=sum(p.stat().st_size for p in run.student_dir.glob("*.safetensors")),
+        export_seconds=round(export_seconds, 2), **result,
+        run_score=run_score,
+        versions={p: version(p) for p in ("torch", "transformers", *_EXTRA_MODULES)},
+        created=datetime.datetime.now().isoformat(timespec="seconds"))
+    atomic.write_json(tmp / "export.json", summary)
+    return summary
+
+
 def export_run(run_dir: str | Path, out: str | Path | None = None, *,
                quantize: str | None = None, opset: int | None = None,
                overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -434,76 +474,11 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, *,
     summary: dict[str, Any] = {}
 
     def fill(tmp: Path) -> None:
-        import onnx
-
-        start = time.perf_counter()
-        graphs = {"fp32": tmp / FP32_FILE}
-        inputs = export_onnx(model, tokenizer, graphs["fp32"], opset)
-        if quantize == "int8":
-            graphs["int8"] = tmp / INT8_FILE
-            quantize_int8(graphs["fp32"], graphs["int8"])
-        export_seconds = time.perf_counter() - start
-        tokenizer.save_pretrained(tmp)
-        model.config.save_pretrained(tmp)  # label names, for whoever serves the graph
-        result = verify(model, graphs, run.task, splits)
-        opsets = {o.domain or "ai.onnx": o.version
-                  for o in onnx.load(graphs["fp32"], load_external_data=False).opset_import}
-        run_score = (run.results.get("student") or {}).get("score")
-        if run_score is not None:
-            # Training's own dev score, recomputed: a mismatch means other data settings.
-            result["checks"]["reproduces_run_score"] = bool(
-                abs(result["scores"]["pytorch"]["score"] - run_score) <= RUN_SCORE_TOLERANCE)
-        summary.update(
-            source_run=str(run.run_dir.resolve()), student_dir=str(run.student_dir.resolve()),
-            task=run.task.name, student=(run.results.get("student") or {}).get("name"),
-            config=run.config_source, opset=opsets.get("ai.onnx"), quantize=quantize,
-            exporter="torch.onnx.export(dynamo=True)", inputs=inputs, output="logits",
-            eval_splits=list(run.task.eval_splits),
-            max_length=run.data["max_length"] or 128,
-            files={p.name: _file_entry(p) for p in graphs.values()},
-            pytorch_bytes=sum(p.stat().st_size for p in run.student_dir.glob("*.safetensors")),
-            export_seconds=round(export_seconds, 2), **result,
-            run_score=run_score,
-            versions={p: version(p) for p in ("torch", "transformers", *_EXTRA_MODULES)},
-            created=datetime.datetime.now().isoformat(timespec="seconds"))
-        atomic.write_json(tmp / "export.json", summary)
+        summary.update(_write_graphs(tmp, model, tokenizer, run, splits, quantize, opset))
 
     atomic.write_dir(out, fill)
     summary["out"] = str(out)
     return summary
-
-
-def measure_onnx(path: str | Path, tokenizer: Any, texts: Sequence[str], batch_size: int, *,
-                 max_length: int = 128, threads: int | None = None, warmup: int = 3,
-                 repeats: int = 10) -> dict[str, float]:
-    """Time an ONNX graph exactly as :func:`litdistill.latency.measure` times a model.
-
-    Same batches (cycling through ``texts``), same warm-up, median of ``repeats`` timed
-    calls; ``threads`` sets onnxruntime's intra-op threads instead of torch's.
-
-    Returns:
-        ``batch_size``, ``median_s`` per batch, ``ms_per_example`` and ``examples_per_s``.
-    """
-    if not texts:
-        raise ValueError("measure_onnx() needs at least one text")
-    sess = session(path, threads)
-    batches = []
-    for i in range(max(repeats, 1)):
-        chunk = [texts[(i * batch_size + j) % len(texts)] for j in range(batch_size)]
-        enc = tokenizer(chunk, padding=True, truncation=True, max_length=max_length,
-                        return_tensors="np")
-        batches.append({k: np.asarray(v, dtype=np.int64) for k, v in enc.items()})
-    for step in range(warmup):
-        _run_session(sess, batches[step % len(batches)])
-    times = []
-    for batch in batches:
-        start = time.perf_counter()
-        _run_session(sess, batch)
-        times.append(time.perf_counter() - start)
-    median = statistics.median(times)
-    return {"batch_size": batch_size, "median_s": median,
-            "ms_per_example": 1000.0 * median / batch_size,
-            "examples_per_s": batch_size / median}
 
 
 def _mb(n: int) -> str:

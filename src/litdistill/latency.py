@@ -74,6 +74,50 @@ def _threads(n: int | None):
         torch.set_num_threads(previous)
 
 
+def _batches(tokenizer: Any, texts: Sequence[str], batch_size: int, max_length: int,
+             repeats: int, tensors: str) -> list[dict[str, Any]]:
+    """``repeats`` tokenized batches cycling through ``texts``: every model, PyTorch or
+    ONNX, sees the same rows and padding."""
+    if not texts:
+        raise ValueError("latency needs at least one text")
+    out = []
+    for i in range(max(repeats, 1)):
+        chunk = [texts[(i * batch_size + j) % len(texts)] for j in range(batch_size)]
+        out.append(dict(tokenizer(chunk, padding=True, truncation=True, max_length=max_length,
+                                  return_tensors=tensors)))
+    return out
+
+
+def measure_onnx(path: str | Path, tokenizer: Any, texts: Sequence[str], batch_size: int, *,
+                 max_length: int = 128, threads: int | None = None, warmup: int = 3,
+                 repeats: int = 10) -> dict[str, float]:
+    """Time an exported ONNX graph (:mod:`litdistill.export`) exactly as :func:`measure`
+    times a model: same batches, warm-up and median; ``threads`` sets onnxruntime's
+    intra-op threads instead of torch's."""
+    import numpy as np
+
+    from litdistill.export import run_session, session
+
+    sess = session(path, threads)
+    batches = [{k: np.asarray(v, dtype=np.int64) for k, v in b.items()}
+               for b in _batches(tokenizer, texts, batch_size, max_length, repeats, "np")]
+    for step in range(warmup):
+        run_session(sess, batches[step % len(batches)])
+    times = []
+    for batch in batches:
+        start = time.perf_counter()
+        run_session(sess, batch)
+        times.append(time.perf_counter() - start)
+    return _summary(times, batch_size)
+
+
+def _summary(times: Sequence[float], batch_size: int) -> dict[str, float]:
+    median = statistics.median(times)
+    return {"batch_size": batch_size, "median_s": median,
+            "ms_per_example": 1000.0 * median / batch_size,
+            "examples_per_s": batch_size / median}
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -97,16 +141,10 @@ def measure(model: nn.Module, tokenizer: Any, texts: Sequence[str], batch_size: 
     Returns:
         ``batch_size``, ``median_s`` per batch, ``ms_per_example`` and ``examples_per_s``.
     """
-    if not texts:
-        raise ValueError("measure() needs at least one text")
     model.eval()
     device = next(model.parameters()).device
-    batches = []
-    for i in range(max(repeats, 1)):
-        chunk = [texts[(i * batch_size + j) % len(texts)] for j in range(batch_size)]
-        enc = tokenizer(chunk, padding=True, truncation=True, max_length=max_length,
-                        return_tensors="pt")
-        batches.append({k: v.to(device) for k, v in enc.items()})
+    batches = [{k: v.to(device) for k, v in b.items()}
+               for b in _batches(tokenizer, texts, batch_size, max_length, repeats, "pt")]
     times = []
     with _threads(threads), torch.inference_mode():
         for step in range(warmup):
@@ -117,10 +155,7 @@ def measure(model: nn.Module, tokenizer: Any, texts: Sequence[str], batch_size: 
             model(**batch)
             _sync(device)
             times.append(time.perf_counter() - start)
-    median = statistics.median(times)
-    return {"batch_size": batch_size, "median_s": median,
-            "ms_per_example": 1000.0 * median / batch_size,
-            "examples_per_s": batch_size / median}
+    return _summary(times, batch_size)
 
 
 def cpu_name() -> str:
@@ -150,10 +185,13 @@ def load(folder: str | Path) -> tuple[nn.Module, Any]:
             load_tokenizer(str(folder)))
 
 
-def measure_models(models: Sequence[tuple[nn.Module, Any]], texts: Sequence[str] = TEXTS, *,
+def measure_models(models: Sequence[tuple[nn.Module | Path, Any]], texts: Sequence[str] = TEXTS, *,
                    threads: int | None = 1, repeats: int = 20, rounds: int = 1,
                    max_length: int = MAX_LENGTH) -> list[dict[str, float]]:
     """Batch-1 latency and batch-32 throughput of each model, in interleaved rounds.
+
+    A model is a PyTorch module or the path of an exported ``.onnx`` graph (timed with
+    :func:`measure_onnx`), each with its tokenizer.
 
     Each round times every model once (``repeats`` batch-1 calls after 3 warm-up, and
     ``max(3, repeats // 3)`` batch-32 calls after 1); the median over rounds is kept, so a
@@ -168,12 +206,13 @@ def measure_models(models: Sequence[tuple[nn.Module, Any]], texts: Sequence[str]
     manys: list[list[float]] = [[] for _ in models]
     for _ in range(max(rounds, 1)):
         for i, (model, tokenizer) in enumerate(models):
-            print(f"timing {getattr(model, 'name_or_path', i)}", file=sys.stderr)
-            ones[i].append(measure(model, tokenizer, texts, 1, max_length=max_length,
-                                   threads=threads, repeats=repeats)["ms_per_example"])
-            manys[i].append(measure(model, tokenizer, texts, 32, max_length=max_length,
-                                    threads=threads, warmup=1,
-                                    repeats=max(3, repeats // 3))["examples_per_s"])
+            print(f"timing {getattr(model, 'name_or_path', model)}", file=sys.stderr)
+            timer = measure_onnx if isinstance(model, Path) else measure
+            ones[i].append(timer(model, tokenizer, texts, 1, max_length=max_length,
+                                 threads=threads, repeats=repeats)["ms_per_example"])
+            manys[i].append(timer(model, tokenizer, texts, 32, max_length=max_length,
+                                  threads=threads, warmup=1,
+                                  repeats=max(3, repeats // 3))["examples_per_s"])
     return [{"ms_per_example_b1": statistics.median(one),
              "examples_per_s_b32": statistics.median(many), "b1_rounds": one,
              "b32_rounds": many} for one, many in zip(ones, manys, strict=True)]

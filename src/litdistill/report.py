@@ -50,6 +50,13 @@ def _yaml(path: Path) -> Any:
         return None
 
 
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _load_job(job_dir: Path) -> dict[str, Any]:
     """One job's results, with overrides and choices taken from ``.hydra/`` for old files."""
     try:
@@ -229,23 +236,68 @@ def paired_gains(rows: list[dict[str, Any]]) -> None:
             if diffs else None
 
 
+# Graphs litdistill-export writes into a job's export/ folder (see litdistill.export).
+EXPORTED = {"onnx fp32": ("fp32", "model.onnx"), "onnx int8": ("int8", "model.int8.onnx")}
+
+
+def export_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per exported variant of a configuration (``litdistill-export`` run on its
+    jobs): the graph's dev score from ``export.json``, its file as the model to time."""
+    extra = []
+    for row in [r for r in rows if r["kind"] == "student"]:
+        exports = [e for e in (_json(Path(j) / "export" / "export.json") for j in row["jobs"])
+                   if isinstance(e, dict) and e.get("scores")]
+        for label, (key, name) in EXPORTED.items():
+            found = [e for e in exports if key in e["scores"] and name in e.get("files", {})]
+            if not found:
+                continue
+            graph = Path(found[0]["source_run"]) / "export" / name
+            variant = {k: row[k] for k in ("task", "params", "objective", "transfer", "augment",
+                                           "temperature", "alpha_kd", "recipe")}
+            variant.update(kind="export", config=f"{row['config']} [{label}]",
+                           model=f"{row['model']} ({label})", jobs=[e["source_run"] for e in found],
+                           seeds=[], model_dir=str(graph), baseline=False,
+                           size_mb=found[0]["files"][name]["bytes"] / 2**20)
+            scores = [e["scores"][key]["score"] for e in found]
+            variant["score_mean"], variant["score_std"], variant["score_n"] = _stats(scores)
+            extra.append(variant)
+    return extra
+
+
+def _size_mb(path: str | None) -> float | None:
+    """Weights on disk of a save_pretrained folder (its safetensors/bin files), in MiB."""
+    if not path or not Path(path).is_dir():
+        return None
+    files = [*Path(path).glob("*.safetensors"), *Path(path).glob("*.bin")]
+    return sum(f.stat().st_size for f in files) / 2**20 if files else None
+
+
+def _timed(path: str) -> tuple[Any, Any]:
+    """A model to time: a save_pretrained folder, or an exported graph beside its tokenizer."""
+    if path.endswith(".onnx"):
+        from litdistill.models import load_tokenizer
+
+        return Path(path), load_tokenizer(str(Path(path).parent))
+    return timing.load(path)
+
+
 def measure_rows(rows: list[dict[str, Any]], threads: int, repeats: int) -> list[str]:
     """Time each row's model folder (once per folder), one model at a time; return notes."""
     timings: dict[str, dict[str, float] | str] = {}
     notes = []
     for row in rows:
         path = row.get("model_dir")
-        if not path or not Path(path).is_dir():
+        if not path or not Path(path).exists():
             why = "no saved weights" if not path else f"folder {path} is missing"
             notes.append(f"{row['model']} ({row['config']}): {why}; latency left blank")
             continue
         if path not in timings:
             try:
-                measured = timing.measure_models([timing.load(path)], threads=threads,
+                measured = timing.measure_models([_timed(path)], threads=threads,
                                                 repeats=repeats)[0]
                 timings[path] = {"latency_ms_b1": measured["ms_per_example_b1"],
                                  "throughput_b32": measured["examples_per_s_b32"]}
-            except (OSError, ValueError, LitDistillError) as err:
+            except (OSError, ValueError, ImportError, LitDistillError) as err:
                 first = (str(err).splitlines() or [""])[0]
                 timings[path] = f"could not load {path}: {type(err).__name__}: {first}"
         if isinstance(timings[path], str):
@@ -270,17 +322,20 @@ def report(dirs: list[Path], out: Path, latency: bool = True, threads: int = 1,
         raise ReportError("--threads and --repeats must be at least 1")
     jobs = find_jobs(dirs)
     rows, common = build_rows(jobs)
+    rows += export_rows(rows)
+    for row in rows:
+        row.setdefault("size_mb", _size_mb(row.get("model_dir")))
     if latency:
         notes = measure_rows(rows, threads, repeats)
         how = (f"measured by this report, one model at a time, torch threads={threads}: "
                f"median of {repeats} batch-1 calls (after 3 warm-up) and of "
                f"{max(3, repeats // 3)} batch-32 calls, {len(timing.TEXTS)} fixed English "
                f"sentences (max_length {timing.MAX_LENGTH}); one exported student per "
-               "configuration")
+               "configuration; ONNX graphs (litdistill-export) in onnxruntime")
     else:
         notes, how = [], "not measured (--no-latency)"
     out.mkdir(parents=True, exist_ok=True)
-    plots = write_plots(rows, out)
+    plots = write_plots([r for r in rows if r["kind"] != "export"], out)  # tables list those
     meta = {"sweeps": ", ".join(f"`{d.resolve()}`" for d in dirs),
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "machine": timing.machine(),

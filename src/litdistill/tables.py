@@ -49,6 +49,7 @@ _COLUMNS = [("config", lambda r: r["config"]), ("task", lambda r: r["task"] or "
             ("score", lambda r: _pm(r, "score", ".4f")), ("n", lambda r: str(r["score_n"])),
             ("retention", lambda r: _pm(r, "retention", ".3f")),
             ("agreement", lambda r: _pm(r, "agreement", ".3f")),
+            ("MB", lambda r: _fmt(r.get("size_mb"), ".1f")),
             ("ms/ex b=1", lambda r: _fmt(r.get("latency_ms_b1"), ".2f")),
             ("ex/s b=32", lambda r: _fmt(r.get("throughput_b32"), ".1f")),
             ("train s", lambda r: _fmt(r.get("train_seconds_mean"), ".0f"))]
@@ -56,7 +57,7 @@ CSV_FIELDS = ["kind", "config", "task", "model", "params", "objective", "transfe
               "temperature", "alpha_kd",
               *(f"{k}_{s}" for k in ("score", "retention", "agreement", "train_seconds", "gain")
                 for s in ("mean", "std", "n")),
-              "latency_ms_b1", "throughput_b32", "seeds", "model_dir", "jobs"]
+              "size_mb", "latency_ms_b1", "throughput_b32", "seeds", "model_dir", "jobs"]
 
 
 def _cell(text: str) -> str:
