@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from litdistill.checks import check_config_dirs
+from litdistill.checks import check_config_dirs, check_group_options
 from litdistill.errors import ConfigError
 from litdistill.train import CONF_DIR, train
 from test_slow import CLI_BASE, _env
@@ -173,3 +173,29 @@ def test_installed_cli_runs_a_user_config_folder(installed):
     results = json.loads((run / "results.json").read_text())
     assert results["status"] == "ok" and results["student"]["name"] == "bert-3x64"
     assert results["choices"]["task"] == "reviews"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["transfer=web"], "transfer=web: no such option; transfer options: files, none, train_rest"),
+    (["--multirun", "distill=none,kdd"], "distill=kdd: no such option; distill options: "),
+    (["augment=bogus", "seed=1"], "augment=bogus: no such option"),
+])
+def test_an_unknown_group_option_is_named(args, message):
+    """Hydra reports it in several lines with exit code 1; we name the options first."""
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        check_group_options(args)
+
+
+def test_known_options_plain_keys_and_user_groups_pass():
+    check_group_options(["--multirun", "-cd", str(USER_CONF), "transfer=train_rest",
+                         "distill=none,kd", "seed=1,2", "teacher.name_or_path=x/y",
+                         "hydra/launcher=parallel", "~callbacks.progress_bar",
+                         "+experiment=glue_transfer", "task=reviews", "student=reviews_bert"])
+
+
+def test_cli_unknown_group_option_is_one_line_and_exit_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "litdistill.train", "transfer=web"],
+                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: transfer=web: no such option; transfer options: files, none, train_rest"]

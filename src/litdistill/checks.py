@@ -83,6 +83,39 @@ def check_config_dirs(argv: list[str]) -> None:
                 raise ConfigError(f"hydra.searchpath entry {entry}: no such folder")
 
 
+def check_group_options(argv: list[str]) -> None:
+    """Every option the command line picks for a config group must exist (``transfer=web``).
+
+    Hydra would stop on it too, but with a multi-line report and exit code 1; this names the
+    group's options in one line. Groups are the folders of our configs and of the user's
+    ``--config-dir``; ``hydra/*`` groups (Hydra's plugins) are left to Hydra.
+
+    Raises:
+        ConfigError: An option with no ``<group>/<option>.yaml`` in any config folder.
+    """
+    args = get_args_parser().parse_args(argv)
+    roots = [Path(__file__).resolve().parent / "conf"]
+    if args.config_dir is not None:
+        roots.append(Path(args.config_dir))
+    wanted = [a for a in args.overrides if not a.lstrip("+~").startswith("hydra")]
+    try:
+        overrides = OverridesParser.create().parse_overrides(wanted)
+    except HydraException:
+        return  # malformed: Hydra's own parser reports it
+    for override in overrides:
+        group = override.key_or_group
+        folders = [r / group for r in roots if (r / group).is_dir()]
+        if override.is_delete() or "." in group or not folders:
+            continue
+        values = (list(override.sweep_string_iterator()) if override.is_sweep_override()
+                  else [override.value()])
+        options = sorted({f.stem for d in folders for f in d.glob("*.yaml")})
+        for value in values:
+            if value is not None and str(value) != "null" and str(value) not in options:
+                raise ConfigError(f"{group}={value}: no such option; {group} options: "
+                                  f"{', '.join(options)}")
+
+
 def check_models(task: TaskSpec, teacher: ModelSpec | None, student: ModelSpec,
                  objective: Objective, separate_tokenizers: bool = False) -> bool:
     """Vocabulary, label-count and layer checks that need configs and tokenizers, not weights.

@@ -31,7 +31,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from litdistill import atomic, runs, unlabelled
 from litdistill.augment import Augment
 from litdistill.callbacks import EpochTimer, PhaseLog, RngState
-from litdistill.checks import check_config_dirs, check_launch, check_models, device_of
+from litdistill.checks import (
+    check_config_dirs,
+    check_group_options,
+    check_launch,
+    check_models,
+    device_of,
+)
 from litdistill.data import GlueDataModule
 from litdistill.errors import ConfigError, LaunchError, LitDistillError
 from litdistill.finite import check_weights
@@ -324,6 +330,7 @@ def main() -> None:
     :func:`app`. A missing one is bad input: a one-line ``error:`` and exit 2."""
     try:
         check_config_dirs(sys.argv[1:])
+        check_group_options(sys.argv[1:])
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
