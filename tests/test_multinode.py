@@ -28,7 +28,6 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-from hydra.utils import instantiate
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only as pl_rank_zero_only
 from lightning_utilities.core.rank_zero import rank_zero_only as utils_rank_zero_only
@@ -42,43 +41,10 @@ from test_slow import (
     _stsb_overrides,
     dropout_free_models,  # noqa: F401  (a fixture)
 )
-from test_sweeps import _compose
+from test_sweeps import _compose, _sbatch_script
 
 
 # ------------------------------------------------------------------ SLURM (fast)
-class _Submitted(Exception):
-    """Raised instead of submitting: the test reads the sbatch script and stops there."""
-
-
-def _sbatch_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *overrides: str) -> str:
-    """The sbatch script ``hydra/launcher=slurm`` would submit for one job of ``overrides``.
-
-    The plugin's own ``launch`` builds the executor; only the submission is intercepted, and
-    ``srun``/``sbatch`` are stand-ins (submitit checks that ``srun`` exists).
-    """
-    import submitit
-
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    for tool in ("srun", "sbatch"):
-        (bin_dir / tool).write_text("#!/bin/sh\nexit 1\n")
-        (bin_dir / tool).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    cfg = _compose("hydra/launcher=slurm", *overrides, f"hydra.sweep.dir={tmp_path / 'sweep'}")
-    scripts = []
-
-    def capture(executor, fn, *iterables):
-        scripts.append(executor._executor._make_submission_file_text("COMMAND", "UID"))
-        raise _Submitted
-
-    monkeypatch.setattr(submitit.AutoExecutor, "map_array", capture)
-    launcher = instantiate(cfg.hydra.launcher)
-    launcher.setup(hydra_context=None, task_function=None, config=cfg)
-    with pytest.raises(_Submitted):
-        launcher.launch([["seed=1"]], initial_job_idx=0)
-    return scripts[0]
-
-
 def _sbatch_options(script: str) -> dict[str, str]:
     return dict(line.removeprefix("#SBATCH --").split("=", 1) for line in script.splitlines()
                 if line.startswith("#SBATCH --") and "=" in line)

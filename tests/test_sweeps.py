@@ -93,33 +93,21 @@ class _Submitted(Exception):
     """Raised instead of submitting: the test reads the sbatch script and stops there."""
 
 
-def test_slurm_launcher_submits_one_task_per_gpu(tmp_path, monkeypatch):
-    """The sbatch script of ``hydra/launcher=slurm`` with 4 GPUs per job for ``hardware=ddp``.
+def _sbatch_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *overrides: str) -> str:
+    """The sbatch script ``hydra/launcher=slurm`` would submit for one job of ``overrides``.
 
-    Lightning's SLURM environment takes one process per GPU from SLURM, so
-    ``--ntasks-per-node`` must follow ``gpus_per_node``. The plugin's own ``launch`` builds
-    the executor; only the submission is intercepted, and ``srun``/``sbatch`` are stand-ins
-    (submitit checks that ``srun`` exists).
+    The plugin's own ``launch`` builds the executor; only the submission is intercepted, and
+    ``srun``/``sbatch`` are stand-ins (submitit checks that ``srun`` exists).
     """
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher",
-                        reason="the slurm extra is not installed: pip install -e '.[slurm]'")
     import submitit
 
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+    bin_dir.mkdir(exist_ok=True)
     for tool in ("srun", "sbatch"):
         (bin_dir / tool).write_text("#!/bin/sh\nexit 1\n")
         (bin_dir / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-
-    cfg = _compose("hydra/launcher=slurm", "hydra.launcher.partition=gpu",
-                   "hydra.launcher.gpus_per_node=4", "hardware=ddp",
-                   f"hydra.sweep.dir={tmp_path / 'sweep'}")
-    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
-    assert params["_target_"].endswith("SlurmLauncher")
-    assert (params["gpus_per_node"], params["tasks_per_node"], params["nodes"]) == (4, 4, 1)
-    assert (cfg.trainer.strategy, cfg.trainer.devices) == ("ddp", -1)
-
+    cfg = _compose("hydra/launcher=slurm", *overrides, f"hydra.sweep.dir={tmp_path / 'sweep'}")
     scripts = []
 
     def capture(executor, fn, *iterables):
@@ -131,10 +119,29 @@ def test_slurm_launcher_submits_one_task_per_gpu(tmp_path, monkeypatch):
     launcher.setup(hydra_context=None, task_function=None, config=cfg)
     with pytest.raises(_Submitted):
         launcher.launch([["seed=1"]], initial_job_idx=0)
-    lines = set(scripts[0].splitlines())
+    return scripts[0]
+
+
+def test_slurm_launcher_submits_one_task_per_gpu(tmp_path, monkeypatch):
+    """The sbatch script of ``hydra/launcher=slurm`` with 4 GPUs per job for ``hardware=ddp``.
+
+    Lightning's SLURM environment takes one process per GPU from SLURM, so
+    ``--ntasks-per-node`` must follow ``gpus_per_node``.
+    """
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher",
+                        reason="the slurm extra is not installed: pip install -e '.[slurm]'")
+    overrides = ("hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=4",
+                 "hardware=ddp")
+    cfg = _compose("hydra/launcher=slurm", *overrides)
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert params["_target_"].endswith("SlurmLauncher")
+    assert (params["gpus_per_node"], params["tasks_per_node"], params["nodes"]) == (4, 4, 1)
+    assert (cfg.trainer.strategy, cfg.trainer.devices) == ("ddp", -1)
+    script = _sbatch_script(tmp_path, monkeypatch, *overrides)
+    lines = set(script.splitlines())
     for option in ("--partition=gpu", "--gpus-per-node=4", "--ntasks-per-node=4",
                    "--nodes=1", "--cpus-per-task=8", "--mem=64GB", "--time=240"):
-        assert f"#SBATCH {option}" in lines, scripts[0]
+        assert f"#SBATCH {option}" in lines, script
 
 
 def test_optuna_search_space():
