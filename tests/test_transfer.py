@@ -84,6 +84,7 @@ def test_files_transfer_set_single_and_pair(make_cfg, tmp_path):
     ([*KD, "augment=tinybert", "augment.copies=0"], "copies=0"),
     ([*KD, "augment=tinybert", "augment.p=1.5"], r"augment.p=1.5.*\[0, 1\]"),
     ([*KD, "augment=mask_ngram", "augment.p_ng=-0.1"], "p_ng=-0.1"),
+    ([*KD, "augment=tinybert", "augment.mlm=/no/such/mlm"], "augment.mlm=/no/such/mlm: .*exist"),
 ])
 def test_bad_transfer_and_augment_fail_before_weights(make_cfg, no_weights, overrides, message):
     with pytest.raises(ConfigError, match=message):

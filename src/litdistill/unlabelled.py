@@ -47,7 +47,10 @@ def check(transfer: TransferSet, augment: Augment, objective: Objective,
             "distill=kd (or another KD preset) with a teacher, or drop the transfer rows")
     mlm = getattr(augment, "mlm", None)
     if mlm:
-        theirs = load_tokenizer(resolve_path(str(mlm), need_config=False)).get_vocab()
+        try:
+            theirs = load_tokenizer(resolve_path(str(mlm), need_config=False)).get_vocab()
+        except ConfigError as err:  # name the setting: the message alone says only the folder
+            raise ConfigError(f"augment.mlm={mlm}: {err}") from err
         if theirs != student_vocab():
             raise ConfigError(
                 f"augment.mlm={mlm} has a vocabulary of {len(theirs)} pieces that differs "
