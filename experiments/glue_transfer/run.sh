@@ -10,6 +10,7 @@ PY=${PY:-.venv/bin/python}
 A=${STUDY:-outputs/glue_transfer}   # protocol A (label-scarce)
 B=${STUDY_FULL:-outputs/glue_transfer_full}   # protocol B (full labels)
 U=${U_ROWS:-8000}                   # cap of the unlabelled rows per task
+BT=task=${B_TASKS:-cola,mrpc}       # protocol B's tasks (the recorded run: CoLA, MRPC for time)
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline
 train() { $PY -m litdistill.train --multirun "$@"; }
 for stage in ${STAGES:-teachers core extra full report}; do
@@ -27,11 +28,11 @@ for stage in ${STAGES:-teachers core extra full report}; do
         transfer=train_rest "transfer.max_rows=$U" "$@" ;;
     full)  # protocol B: whole training sets (SST-2 capped), baseline vs kd vs kd + augmentation
       train experiment=glue_transfer_teachers "paths.study_dir=$B" data.max_train_samples=10000 \
-        trainer.max_epochs=3 "$@"
+        trainer.max_epochs=3 "$BT" "$@"
       train experiment=glue_transfer "paths.study_dir=$B" data.max_train_samples=10000 seed=1 \
-        distill=none,kd "$@"
+        distill=none,kd "$BT" "$@"
       train experiment=glue_transfer "paths.study_dir=$B" data.max_train_samples=10000 seed=1 \
-        distill=kd augment=tinybert augment.copies=2 "$@" ;;
+        distill=kd augment=tinybert augment.copies=2 "$BT" "$@" ;;
     report)
       $PY -m litdistill.report "$A/students" --no-latency --out experiments/glue_transfer/report
       $PY -m litdistill.report "$B/students" --no-latency \
