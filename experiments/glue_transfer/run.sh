@@ -10,7 +10,7 @@ PY=${PY:-.venv/bin/python}
 A=${STUDY:-outputs/glue_transfer}   # protocol A (label-scarce)
 B=${STUDY_FULL:-outputs/glue_transfer_full}   # protocol B (full labels)
 U=${U_ROWS:-8000}                   # cap of the unlabelled rows per task
-BT=task=${B_TASKS:-cola,mrpc}       # protocol B's tasks (the recorded run: CoLA, MRPC for time)
+BT=task=${B_TASKS:-cola,sst2,mrpc,stsb,rte}   # protocol B's tasks (a subset when time is short)
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline
 train() { $PY -m litdistill.train --multirun "$@"; }
 for stage in ${STAGES:-teachers core extra full report}; do
