@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from litdistill.tables import recipe
+
 
 def pareto_front(costs: list[float], scores: list[float]) -> list[int]:
     """Indices of the points no other point beats, by increasing cost.
@@ -92,7 +94,7 @@ def _points_plot(rows: list[dict[str, Any]], x: str, y: str, xlabel: str, ylabel
     nrows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(6.5 * cols + 1, 4.6 * nrows), squeeze=False)
     # the same colour for an objective in every panel and plot
-    objectives = dict.fromkeys(r["objective"] for r in rows if r["kind"] == "student")
+    objectives = dict.fromkeys(recipe(r) for r in rows if r["kind"] == "student")
     colours = {o: f"C{i % 10}" for i, o in enumerate(objectives)}
     for ax, (task, (pts, idx)) in zip(axes.flat, panels.items(), strict=False):
         stacked: dict[float, int] = {}  # labels of points at one x go one above the other
@@ -103,7 +105,7 @@ def _points_plot(rows: list[dict[str, Any]], x: str, y: str, xlabel: str, ylabel
                            label="teacher")
                 continue
             ax.errorbar(r[x], r[f"{y}_mean"], yerr=r[f"{y}_std"] or 0, fmt="o", capsize=3,
-                        color=colours[r["objective"]], label=r["objective"])
+                        color=colours[recipe(r)], label=recipe(r))
             above = stacked[r[x]] = stacked.get(r[x], -1) + 1
             ax.annotate(names[id(r)], (r[x], r[f"{y}_mean"]), fontsize=7,
                         textcoords="offset points", xytext=(6, 4 - 9 * above))
@@ -166,19 +168,22 @@ def _objectives_plot(rows: list[dict[str, Any]], path: Path) -> bool:
     objective (by temperature), drawn with that task's teacher.
     """
     students = sorted((r for r in rows if r["kind"] == "student"),
-                      key=lambda r: (r["objective"], r["temperature"] or 0.0))
+                      key=lambda r: (recipe(r), r["temperature"] or 0.0))
     if not any(s is not None for r in students for s in r["scores"]):
         return False
     many = len({r["task"] for r in students}) > 1
+    one_model = len({r["model"] for r in students}) == 1  # then the task names a group
     by_objective: dict[str, dict[str, list[float]]] = {}
     by_temperature: dict[str, dict[str, list[float]]] = {}
     group_task: dict[str, Any] = {}
     for r in students:
         scores = [s for s in r["scores"] if s is not None]
-        g_obj = f"{r['task']}\n{r['model']}"
-        g_temp = f"{r['task']}\n{r['objective']}" if many else r["objective"]
+        # a bar is one recipe (objective + transfer + augment): pooling kd with kd + tinybert
+        # would average two different students
+        g_obj = str(r["task"]) if one_model else f"{r['task']}\n{r['model']}"
+        g_temp = f"{r['task']}\n{recipe(r)}" if many else recipe(r)
         group_task.update({g_obj: r["task"], g_temp: r["task"]})
-        by_objective.setdefault(g_obj, {}).setdefault(r["objective"], []).extend(scores)
+        by_objective.setdefault(g_obj, {}).setdefault(recipe(r), []).extend(scores)
         by_temperature.setdefault(g_temp, {}).setdefault(
             f"T={r['temperature']}", []).extend(scores)
     task_teachers: dict[Any, list[float]] = {}

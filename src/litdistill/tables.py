@@ -31,7 +31,7 @@ def _pm(row: dict[str, Any], key: str, spec: str) -> str:
     return f"{mean:{spec}} ± {std:{spec}}" if std is not None else format(mean, spec)
 
 
-def _objective(row: dict[str, Any]) -> str:
+def recipe(row: dict[str, Any]) -> str:
     """The objective, plus the unlabelled rows it learns from (``kd + train_rest``)."""
     extra = [row.get(k) for k in ("transfer", "augment") if row.get(k) not in (None, "none")]
     return " + ".join([row["objective"], *extra])
@@ -43,7 +43,7 @@ def _params(n: int | None) -> str:
 
 _COLUMNS = [("config", lambda r: r["config"]), ("task", lambda r: r["task"] or ""),
             ("student", lambda r: r["model"] or ""), ("params", lambda r: _params(r["params"])),
-            ("objective", lambda r: _objective(r)),
+            ("objective", recipe),
             ("T", lambda r: _fmt(r.get("temperature"), "g")),
             ("α_kd", lambda r: _fmt(r.get("alpha_kd"), "g")),
             ("score", lambda r: _pm(r, "score", ".4f")), ("n", lambda r: str(r["score_n"])),
