@@ -33,7 +33,7 @@ from rich.table import Table
 
 from litdistill import atomic, zoo
 from litdistill.errors import LitDistillError
-from litdistill.latency import load, measure_models
+from litdistill.latency import load, measure_models, size_mb
 from litdistill.train import CONF_DIR, train
 
 log = logging.getLogger(__name__)
@@ -67,11 +67,6 @@ def _latency_texts(data_dir: Path, n: int = 64) -> list[str]:
         return [json.loads(line)["sentence"] for _, line in zip(range(n), fh)]
 
 
-def _size_mb(path: Path) -> float:
-    files = [path] if path.is_file() else list(path.glob("*.safetensors"))
-    return sum(f.stat().st_size for f in files) / 2**20
-
-
 def build_rows(stages: dict[str, dict[str, Any]], texts: list[str], threads: int,
                exported: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """One row per model: score, params, size, latency, speedup and retention vs the
@@ -93,7 +88,7 @@ def build_rows(stages: dict[str, dict[str, Any]], texts: list[str], threads: int
     console.print(f"measuring CPU latency of {len(models)} models ({threads} threads)")
     timings = measure_models(loaded, texts, threads=threads, repeats=10, rounds=5)
     rows = [{"model": name, "dev_accuracy": entry["score"], "params": entry["params"],
-             "size_mb": _size_mb(Path(entry["dir"])), **t}
+             "size_mb": size_mb(entry["dir"]), **t}
             for (name, entry), t in zip(models.items(), timings, strict=True)]
     base = rows[0]
     for row in rows:

@@ -264,14 +264,6 @@ def export_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return extra
 
 
-def _size_mb(path: str | None) -> float | None:
-    """Weights on disk of a save_pretrained folder (its safetensors/bin files), in MiB."""
-    if not path or not Path(path).is_dir():
-        return None
-    files = [*Path(path).glob("*.safetensors"), *Path(path).glob("*.bin")]
-    return sum(f.stat().st_size for f in files) / 2**20 if files else None
-
-
 def _timed(path: str) -> tuple[Any, Any]:
     """A model to time: a save_pretrained folder, or an exported graph beside its tokenizer."""
     if path.endswith(".onnx"):
@@ -324,7 +316,7 @@ def report(dirs: list[Path], out: Path, latency: bool = True, threads: int = 1,
     rows, common = build_rows(jobs)
     rows += export_rows(rows)
     for row in rows:
-        row.setdefault("size_mb", _size_mb(row.get("model_dir")))
+        row.setdefault("size_mb", timing.size_mb(row.get("model_dir")))
     if latency:
         notes = measure_rows(rows, threads, repeats)
         how = (f"measured by this report, one model at a time, torch threads={threads}: "
