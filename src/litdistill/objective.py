@@ -21,12 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from litdistill.errors import ConfigError
+from litdistill.terms import TERM_TYPES, Term, make_term
 
 # Term name -> what the forward passes must return for it (see litdistill.intermediate).
-TERMS = {
-    "hidden": "hidden", "embedding": "hidden", "cosine": "hidden", "patient": "hidden",
-    "attention": "attention", "relation": "hidden",
-}
+TERMS = {name: cls.output for name, cls in TERM_TYPES.items()}
 _SCALARS = ("temperature", "alpha_kd", "alpha_task")
 # Each phase: 10% of its steps of linear warm-up to its peak lr, then linear decay to zero.
 PHASE_WARMUP = 0.1
@@ -123,21 +121,21 @@ class Objective:
         temperature: KD temperature T > 0.
         alpha_kd: Weight of the logit KD term (0: no soft targets).
         alpha_task: Weight of the hard-label term.
-        terms: Intermediate terms ``{name: {weight, mapping, ...}}`` (see
-            :class:`~litdistill.intermediate.IntermediateTerms`).
+        terms: Intermediate terms ``{name: options}``, typed on construction (one
+            :class:`~litdistill.terms.Term` each; see :mod:`litdistill.terms`).
         phases: Sequential phases; the run lasts the sum of their epochs.
         schedules: Linear ramps ``{start, end}`` over the run for ``temperature``,
             ``alpha_kd``, ``alpha_task`` or a term name (its weight).
 
     Raises:
         ConfigError: A temperature <= 0, a negative or non-finite weight, every weight zero,
-            an unknown term, a malformed phase or schedule.
+            an unknown term or term option, a malformed phase or schedule.
     """
 
     temperature: float = 1.0
     alpha_kd: float = 0.0
     alpha_task: float = 1.0
-    terms: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    terms: Mapping[str, Term] = field(default_factory=dict)
     phases: Sequence[Phase] = ()
     schedules: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
@@ -146,11 +144,9 @@ class Objective:
         set_(self, "temperature", _check_temperature("distill.temperature", self.temperature))
         for key in ("alpha_kd", "alpha_task"):
             set_(self, key, _check_weight(f"distill.{key}", getattr(self, key)))
-        terms = {str(n): dict(opts or {}) for n, opts in (self.terms or {}).items()}
-        if unknown := sorted(set(terms) - set(TERMS)):
+        if unknown := sorted(set(self.terms or {}) - set(TERMS)):
             raise ConfigError(f"unknown distillation terms {unknown}; known: {sorted(TERMS)}")
-        for name, opts in terms.items():
-            _check_weight(f"distill.terms.{name}.weight", opts.get("weight", 1.0))
+        terms = {str(n): make_term(str(n), opts) for n, opts in (self.terms or {}).items()}
         set_(self, "terms", terms)
         phases = [p if isinstance(p, Phase) else _phase(i, p, terms)
                   for i, p in enumerate(self.phases or ())]
@@ -228,7 +224,7 @@ class Objective:
                 else getattr(self, key)
             values[key] = _ramp(base, self.schedules.get(key), progress)
         active = phase.terms if phase and phase.terms is not None else tuple(self.terms)
-        terms = {n: _ramp(float(self.terms[n].get("weight", 1.0)), self.schedules.get(n),
+        terms = {n: _ramp(self.terms[n].weight, self.schedules.get(n),
                           progress) for n in active}
         return Weights(terms=terms, **values)
 
@@ -241,7 +237,7 @@ class Objective:
         """``results.json``'s ``distill`` entry: the scalars, and the rest when set."""
         out: dict[str, Any] = {k: getattr(self, k) for k in _SCALARS}
         if self.terms:
-            out["terms"] = {k: dict(v) for k, v in self.terms.items()}
+            out["terms"] = {k: v.as_dict() for k, v in self.terms.items()}
         if self.phases:
             out["phases"] = [p.as_dict() for p in self.phases]
         if self.schedules:
