@@ -106,3 +106,18 @@ def test_bad_terms_fail_before_weights(make_cfg, tmp_path, no_weights, overrides
     with pytest.raises(ConfigError, match=message):
         train(make_cfg(*TINY_PAIR, *overrides))
     assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "failed"
+
+
+def test_tinybert_4l_from_a_6_layer_teacher_validates():
+    """Issue 20's pair (``distill=tinybert student=tinybert_4l`` from MiniLM-L6, 6 x 384, 12
+    heads) stopped on "6 layers must be a multiple of 4"; now layers 1.5, 3, 4.5, 6 round to
+    2, 3, 5, 6 for both mapped terms, with one shared 312 -> 384 projection."""
+    from litdistill.intermediate import IntermediateTerms
+
+    objective = instantiate(OmegaConf.load(Path(CONF_DIR, "distill", "tinybert.yaml")))
+    student, teacher = _bert(4, 312, 12), _bert(6, 384, 12)
+    check_terms(objective.terms, student, teacher)
+    terms = IntermediateTerms(objective.terms, student, teacher)
+    assert terms.maps == {"hidden": [(1, 2), (2, 3), (3, 5), (4, 6)],
+                          "attention": [(1, 2), (2, 3), (3, 5), (4, 6)]}
+    assert list(terms.proj) == ["shared"] and terms.proj["shared"].weight.shape == (384, 312)

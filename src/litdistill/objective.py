@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from litdistill.errors import ConfigError
-from litdistill.terms import TERM_TYPES, Term, make_term
+from litdistill.terms import TERM_TYPES, Term, check_weight, make_term
 
 # Term name -> what the forward passes must return for it (see litdistill.intermediate).
 TERMS = {name: cls.output for name, cls in TERM_TYPES.items()}
@@ -30,18 +30,8 @@ _SCALARS = ("temperature", "alpha_kd", "alpha_task")
 PHASE_WARMUP = 0.1
 
 
-def _check_weight(where: str, value: Any) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}={value!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):  # also rejects NaN
-        raise ConfigError(f"{where}={value}: loss weights must be finite and >= 0")
-    return value
-
-
 def _check_temperature(where: str, value: Any) -> float:
-    value = _check_weight(where, value)
+    value = check_weight(where, value)
     if value <= 0:
         raise ConfigError(f"{where}={value}: the temperature must be > 0 (T=1: plain softmax)")
     return value
@@ -105,7 +95,7 @@ def _phase(index: int, raw: Mapping[str, Any], terms: Mapping[str, Any]) -> Phas
     if active is not None and (bad := sorted(set(active) - set(terms))):
         raise ConfigError(f"{where}.terms: {bad} are not terms of this objective "
                           f"({sorted(terms)})")
-    scalars = {k: _check_weight(f"{where}.{k}", raw[k]) for k in _SCALARS if k in raw}
+    scalars = {k: check_weight(f"{where}.{k}", raw[k]) for k in _SCALARS if k in raw}
     if "temperature" in scalars:
         _check_temperature(f"{where}.temperature", scalars["temperature"])
     return Phase(name=str(raw.get("name", f"phase{index}")), epochs=int(raw["epochs"]),
@@ -143,7 +133,7 @@ class Objective:
         set_ = object.__setattr__  # frozen: normalise once, here
         set_(self, "temperature", _check_temperature("distill.temperature", self.temperature))
         for key in ("alpha_kd", "alpha_task"):
-            set_(self, key, _check_weight(f"distill.{key}", getattr(self, key)))
+            set_(self, key, check_weight(f"distill.{key}", getattr(self, key)))
         if unknown := sorted(set(self.terms or {}) - set(TERMS)):
             raise ConfigError(f"unknown distillation terms {unknown}; known: {sorted(TERMS)}")
         terms = {str(n): make_term(str(n), opts) for n, opts in (self.terms or {}).items()}
@@ -167,7 +157,7 @@ class Objective:
                 raise ConfigError(f"{where}: schedule one of {[*_SCALARS, *terms]}")
             if not isinstance(ramp, Mapping) or set(ramp) != {"start", "end"}:
                 raise ConfigError(f"{where} must be {{start: x, end: y}}, got {ramp!r}")
-            check = _check_temperature if key == "temperature" else _check_weight
+            check = _check_temperature if key == "temperature" else check_weight
             out[key] = {k: check(f"{where}.{k}", ramp[k]) for k in ("start", "end")}
         return out
 

@@ -20,12 +20,17 @@ from litdistill.errors import ConfigError
 from litdistill.losses import layer_mapping
 
 MapName = Literal["uniform", "skip", "last"]
-Mapping_ = MapName | tuple[int, ...]  # a named layer map or one teacher layer per student layer
+LayerMap = MapName | tuple[int, ...]  # a named map, or one teacher layer per student layer
 Projection = Literal["shared", "per_layer"]
 AttentionKind = Literal["mse", "kl", "scores"]
 
 
-def _weight(where: str, value: Any) -> float:
+def check_weight(where: str, value: Any) -> float:
+    """A loss weight as a float.
+
+    Raises:
+        ConfigError: Not a number, negative, NaN or infinite.
+    """
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -65,7 +70,7 @@ class Term:
     weight: float = 1.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "weight", _weight(self.where("weight"), self.weight))
+        object.__setattr__(self, "weight", check_weight(self.where("weight"), self.weight))
 
     def where(self, key: str) -> str:
         return f"distill.terms.{self.name}.{key}"
@@ -82,7 +87,7 @@ class Term:
 class MappedTerm(Term):
     """A term over pairs of (student, teacher) layers chosen by ``mapping``."""
 
-    mapping: Mapping_ = "uniform"
+    mapping: LayerMap = "uniform"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -161,7 +166,7 @@ class PatientTerm(MappedTerm):
     """MSE between L2-normalised [CLS] states of mapped layers (Patient KD)."""
 
     name: ClassVar[str] = "patient"
-    mapping: Mapping_ = "skip"
+    mapping: LayerMap = "skip"
 
 
 @dataclass(frozen=True)

@@ -197,16 +197,9 @@ def _factory(job: DictConfig, group: str) -> Any:
 
 @dataclass(frozen=True)
 class Setup:
-    """What drives training, built before any weights load (a typo costs nothing).
-
-    Attributes:
-        optimizer: Partial optimizer taking the student's parameter groups (probed).
-        scheduler: Partial scheduler taking ``(optimizer, num_training_steps)``, or None.
-        trainer: The Lightning Trainer (loggers and callbacks attached).
-        loggers: The configured loggers.
-        timer: Epoch timer callback (``epoch_seconds``).
-        phases: Phase log callback (``phase_starts``).
-    """
+    """What drives training, built before any weights load (a typo costs nothing): the
+    optimizer and scheduler factories (probed), the Trainer with its loggers and callbacks,
+    and the callbacks ``results.json`` reads (``epoch_seconds``, ``phase_starts``)."""
 
     optimizer: Callable[..., torch.optim.Optimizer]
     scheduler: Callable[..., Any] | None
@@ -241,9 +234,8 @@ def build_module(cfg: DictConfig, plan: Plan, side: TeacherSide | None,
 
 
 def build_trainer(job: DictConfig, plan: Plan) -> Setup:
-    """Optimizer and scheduler factories, loggers, callbacks (plus the epoch timer, phase
-    log and RNG states) and the Trainer, from the job's config (``name``, ``group`` and
-    ``trainer.max_epochs`` filled in): every configured object, before any weights load.
+    """Optimizer and scheduler factories, loggers, callbacks (plus the epoch timer, phase log
+    and RNG states) and the Trainer from the job's config: everything, before any weights.
 
     Raises:
         ConfigError: A bad ``optimizer.*``, ``scheduler.*``, ``logger.*``, ``callbacks.*`` or
