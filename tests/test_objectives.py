@@ -51,10 +51,12 @@ def test_attention_terms_need_equal_heads(make_cfg, no_weights):
         train(make_cfg(*TINY_PAIR, "teacher.heads=4", "distill=tinybert"))
 
 
-def test_uniform_mapping_fits_any_depths(make_cfg):
-    """A 3-layer teacher teaches a 2-layer student (not a divisor): layers 1.5 -> 2 and 3."""
-    results = train(make_cfg("teacher=tiny", "teacher.num_layers=3", "student=tiny",
-                             "distill=tinybert", "trainer.fast_dev_run=true"))
+@pytest.mark.parametrize("teacher_layers", [3, 1])
+def test_uniform_mapping_fits_any_depths(make_cfg, teacher_layers):
+    """A 2-layer student learns from a 3-layer teacher (not a divisor: layers 1.5 -> 2 and 3)
+    and from a 1-layer one (deeper than its teacher: both layers learn from layer 1)."""
+    results = train(make_cfg("teacher=tiny", f"teacher.num_layers={teacher_layers}",
+                             "student=tiny", "distill=tinybert", "trainer.fast_dev_run=true"))
     assert results["status"] == "ok"
 
 
