@@ -114,10 +114,50 @@ def test_layer_mapping_matches_the_papers(student, teacher, strategy, expected):
     assert [s for s, _ in pairs] == list(range(1, len(expected) + 1))
 
 
+@pytest.mark.parametrize("student,teacher,expected", [
+    # r(i * T / S), half up: 4 of 6 -> 1.5, 3, 4.5, 6 -> 2, 3, 5, 6.
+    (4, 6, [2, 3, 5, 6]),
+    (3, 12, [4, 8, 12]),  # a multiple: TinyBERT's i * k exactly
+    (6, 6, [1, 2, 3, 4, 5, 6]),  # same depth: the identity
+    (1, 6, [6]),  # one layer learns from the last
+    (5, 12, [2, 5, 7, 10, 12]),  # 2.4, 4.8, 7.2, 9.6, 12
+    (2, 3, [2, 3]),  # 1.5 rounds up
+    # Deeper than the teacher: the layer at the same relative depth, at least 1
+    # (4 of 2 -> 0.5, 1, 1.5, 2 -> 1, 1, 2, 2).
+    (4, 2, [1, 1, 2, 2]),
+    (3, 1, [1, 1, 1]),
+])
+def test_uniform_mapping_rounds_for_any_depths(student, teacher, expected):
+    pairs = layer_mapping(student, teacher, "uniform")
+    assert pairs == list(zip(range(1, student + 1), expected))
+    teachers = [t for _, t in pairs]
+    assert teachers[-1] == teacher  # the last layers always meet
+    if student <= teacher:
+        assert all(a < b for a, b in zip(teachers, teachers[1:]))  # strictly increasing
+    # skip is the same map without the last student layer
+    if student > 1:
+        assert layer_mapping(student, teacher, "skip") == pairs[:-1]
+
+
+def test_uniform_mapping_keeps_every_pair_in_range():
+    """Every depth pair up to 24 x 24 maps each student layer into 1..T, non-decreasing."""
+    for s in range(1, 25):
+        for t in range(1, 25):
+            teachers = [x for _, x in layer_mapping(s, t, "uniform")]
+            assert len(teachers) == s and teachers[-1] == t and min(teachers) >= 1
+            assert teachers == sorted(teachers)
+            assert len(set(teachers)) == min(s, t)
+
+
 def test_layer_mapping_errors():
-    with pytest.raises(ValueError, match="multiple of the student's 5"):
-        layer_mapping(5, 12, "uniform")
     with pytest.raises(ValueError, match="explicit layer mapping"):
         layer_mapping(3, 6, [1, 2])
+    with pytest.raises(ValueError, match="explicit layer mapping"):
+        layer_mapping(2, 6, [1, 7])
     with pytest.raises(ValueError, match="unknown layer mapping"):
         layer_mapping(3, 6, "random")
+    with pytest.raises(ValueError, match="no deeper than its teacher"):
+        layer_mapping(4, 2, "last")
+    for strategy in ("skip", "last"):
+        with pytest.raises(ValueError, match="no layer to match"):
+            layer_mapping(1, 6, strategy)

@@ -51,10 +51,22 @@ def test_attention_terms_need_equal_heads(make_cfg, no_weights):
         train(make_cfg(*TINY_PAIR, "teacher.heads=4", "distill=tinybert"))
 
 
-def test_uniform_mapping_needs_a_divisor(make_cfg, no_weights):
-    with pytest.raises(ConfigError, match="multiple of the student's"):
-        train(make_cfg("teacher=tiny", "teacher.num_layers=3", "student=tiny",
-                       "distill=tinybert"))
+@pytest.mark.parametrize("teacher_layers", [3, 1])
+def test_uniform_mapping_fits_any_depths(make_cfg, teacher_layers):
+    """A 2-layer student learns from a 3-layer teacher (not a divisor: layers 1.5 -> 2 and 3)
+    and from a 1-layer one (deeper than its teacher: both layers learn from layer 1)."""
+    results = train(make_cfg("teacher=tiny", f"teacher.num_layers={teacher_layers}",
+                             "student=tiny", "distill=tinybert", "trainer.fast_dev_run=true"))
+    assert results["status"] == "ok"
+
+
+def test_layer_map_that_does_not_fit_fails_before_weights(make_cfg, no_weights):
+    with pytest.raises(ConfigError, match=r"distill.terms.hidden: explicit layer mapping "
+                                          r"\[1, 9\] needs 2 teacher layers in 0..4"):
+        train(make_cfg(*TINY_PAIR, "distill=tinybert", "distill.terms.hidden.mapping=[1,9]"))
+    with pytest.raises(ConfigError, match="distill.terms.patient: layer mapping 'skip' leaves "
+                                          "a 1-layer student no layer"):
+        train(make_cfg(*TINY_PAIR, "student.num_layers=1", "distill=pkd"))
 
 
 def test_intermediate_terms_need_a_teacher(make_cfg, no_weights):

@@ -14,11 +14,11 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 
 from litdistill.errors import ConfigError, LaunchError
-from litdistill.intermediate import IntermediateTerms
 from litdistill.models import ModelSpec, Pretrained
 from litdistill.objective import Objective
 from litdistill.runs import multirun
 from litdistill.tasks import TaskSpec
+from litdistill.terms import check_terms
 
 
 def check_launch(cfg: DictConfig) -> None:
@@ -144,7 +144,7 @@ def check_models(task: TaskSpec, teacher: ModelSpec | None, student: ModelSpec,
             f"intermediate terms {sorted(terms)} compare token positions, which differ between "
             "two tokenizers; with separate tokenizers only logit-level KD works (distill=kd)")
     if terms:
-        IntermediateTerms(terms, s_config, teacher.hf_config(None))  # mapping, heads, widths
+        check_terms(terms, s_config, teacher.hf_config(None))  # layer maps, heads, widths
     config = teacher.hf_config(None)
     if teacher.has_classifier and config.num_labels != task.num_labels:
         raise ConfigError(

@@ -20,7 +20,14 @@ from transformers import PretrainedConfig, PreTrainedModel
 from litdistill import losses
 from litdistill.errors import ConfigError
 from litdistill.models import layer_list_name
-from litdistill.objective import TERMS
+from litdistill.terms import (
+    AttentionTerm,
+    HiddenTerm,
+    MappedTerm,
+    Term,
+    check_terms,
+    make_term,
+)
 
 
 def _layers(model: PreTrainedModel) -> nn.ModuleList:
@@ -68,54 +75,40 @@ class IntermediateTerms(nn.Module):
     """The intermediate terms of one objective and their learned projections.
 
     Args:
-        terms: ``{name: options}`` with names from :data:`TERMS`; options per term:
-            ``weight`` (float), ``mapping`` (``uniform``/``skip``/``last``/list, for
-            ``hidden``/``attention``/``patient``), ``projection`` (``shared`` or
-            ``per_layer``, for ``hidden``), ``kind`` (``mse``, ``kl`` or ``scores`` for
-            ``attention``), ``relation_heads`` (for ``relation``).
+        terms: ``{name: term}``, typed options from :mod:`litdistill.terms` (an
+            :class:`~litdistill.objective.Objective`'s ``terms``).
         student: The student's config (widths, depth, heads).
         teacher: The teacher's config.
+
+    Raises:
+        ConfigError: A term that cannot apply to these two models (:func:`check_terms`).
     """
 
-    def __init__(self, terms: Mapping[str, Mapping[str, Any]], student: PretrainedConfig,
+    def __init__(self, terms: Mapping[str, Term], student: PretrainedConfig,
                  teacher: PretrainedConfig) -> None:
         super().__init__()
-        if unknown := sorted(set(terms) - set(TERMS)):
-            raise ConfigError(f"unknown distillation terms {unknown}; known: {sorted(TERMS)}")
-        self.terms = {name: dict(opts or {}) for name, opts in terms.items()}
-        s_cfg, t_cfg = student, teacher
-        self.s_layers, self.t_layers = s_cfg.num_hidden_layers, t_cfg.num_hidden_layers
-        self.maps: dict[str, list[tuple[int, int]]] = {}
-        for name in ("hidden", "attention", "patient"):
-            if name in self.terms:
-                default = "skip" if name == "patient" else "uniform"
-                try:
-                    self.maps[name] = losses.layer_mapping(
-                        self.s_layers, self.t_layers, self.terms[name].get("mapping", default))
-                except ValueError as err:
-                    raise ConfigError(f"distill.terms.{name}: {err}") from None
-        if "attention" in self.terms and s_cfg.num_attention_heads != t_cfg.num_attention_heads:
-            raise ConfigError(
-                f"attention transfer compares heads one to one, but the student has "
-                f"{s_cfg.num_attention_heads} heads and the teacher {t_cfg.num_attention_heads};"
-                " give the student the teacher's head count or use the relation term "
-                "(MiniLM relation heads)")
+        self.terms = {name: make_term(name, opts) for name, opts in terms.items()}
+        check_terms(self.terms, student, teacher)
+        self.s_layers, self.t_layers = student.num_hidden_layers, teacher.num_hidden_layers
+        self.maps: dict[str, list[tuple[int, int]]] = {
+            name: term.pairs(self.s_layers, self.t_layers) for name, term in self.terms.items()
+            if isinstance(term, MappedTerm)}
         # Projections D_s -> D_t, only when widths differ (TinyBERT's W_h).
-        self.widths_differ = s_cfg.hidden_size != t_cfg.hidden_size
+        self.widths_differ = student.hidden_size != teacher.hidden_size
         self.proj = nn.ModuleDict()
         if self.widths_differ:
-            per_layer = self.terms.get("hidden", {}).get("projection", "shared") == "per_layer"
+            hidden = self.terms.get("hidden")
             n_hidden = len(self.maps.get("hidden", [])) + ("embedding" in self.terms)
-            self.proj["shared"] = nn.Linear(s_cfg.hidden_size, t_cfg.hidden_size)
-            if per_layer:
+            self.proj["shared"] = nn.Linear(student.hidden_size, teacher.hidden_size)
+            if isinstance(hidden, HiddenTerm) and hidden.projection == "per_layer":
                 self.proj["per_layer"] = nn.ModuleList(
-                    nn.Linear(s_cfg.hidden_size, t_cfg.hidden_size) for _ in range(n_hidden))
+                    nn.Linear(student.hidden_size, teacher.hidden_size) for _ in range(n_hidden))
 
     @property
     def needs_attentions(self) -> bool:
         """Attention maps from the forward pass (eager attention) are needed."""
-        return self.terms.get("attention", {}).get("kind", "mse") in ("mse", "kl") \
-            and "attention" in self.terms
+        attention = self.terms.get("attention")
+        return isinstance(attention, AttentionTerm) and attention.kind in ("mse", "kl")
 
     def _project(self, x: Tensor, index: int = 0) -> Tensor:
         if not self.widths_differ:
@@ -139,7 +132,7 @@ class IntermediateTerms(nn.Module):
         names = [n for n in self.terms if active is None or n in active]
         offset = int("embedding" in self.terms)
         for name in names:
-            opts = self.terms[name]
+            term = self.terms[name]
             if name == "embedding":
                 out["loss_embedding"] = losses.hidden_mse(self._project(s_h[0], 0), t_h[0], mask)
             elif name == "hidden":
@@ -156,9 +149,9 @@ class IntermediateTerms(nn.Module):
                 out["loss_patient"] = losses.patient_loss(s_cls, t_cls)
             elif name == "attention":
                 out["loss_attention"] = self._attention(student, teacher, s_out, t_out, mask,
-                                                        opts.get("kind", "mse"))
+                                                        term.kind)
             elif name == "relation":
-                heads = int(opts.get("relation_heads") or teacher.config.num_attention_heads)
+                heads = term.heads(teacher.config)
                 sq, sk, sv = qkv(student, s_h, self.s_layers)
                 with torch.no_grad():
                     tq, tk, tv = qkv(teacher, t_h, self.t_layers)
@@ -177,9 +170,7 @@ class IntermediateTerms(nn.Module):
                 with torch.no_grad():
                     t_att = raw_scores(teacher, t_out.hidden_states, t)
                 terms.append(losses.attention_mse(s_att, t_att, mask))
-            elif kind in ("mse", "kl"):
+            else:  # mse or kl on probabilities (AttentionTerm checked the kind)
                 fn = losses.attention_mse if kind == "mse" else losses.attention_kl
                 terms.append(fn(s_out.attentions[s - 1], t_out.attentions[t - 1], mask))
-            else:
-                raise ConfigError(f"distill.terms.attention.kind={kind!r}: mse, kl or scores")
         return torch.stack(terms).sum()

@@ -27,6 +27,7 @@ so the task term is the mean over the labelled rows only, never diluted by the t
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -284,37 +285,52 @@ def relation_kl(student_x: Tensor, student_y: Tensor, teacher_x: Tensor, teacher
 
 
 # --------------------------------------------------------------------------- layer mapping
-def layer_mapping(student_layers: int, teacher_layers: int, strategy: str | list[int] = "uniform",
-                  ) -> list[tuple[int, int]]:
+def _round_half_up(x: float) -> int:
+    return math.floor(x + 0.5)
+
+
+def layer_mapping(student_layers: int, teacher_layers: int,
+                  strategy: str | Sequence[int] = "uniform") -> list[tuple[int, int]]:
     """Which teacher layer supervises which student layer (1-based; 0 is the embeddings).
 
-    * ``uniform`` (TinyBERT): student layer i <- teacher layer i * k, k = L_T / L_S, for
-      i = 1..L_S (12 -> 6: 2, 4, 6, 8, 10, 12; 12 -> 4: 3, 6, 9, 12).
-    * ``skip`` (PKD-skip): student i <- teacher i * k for i = 1..L_S - 1; the last layer is
-      left to the logit loss (12 -> 6: 2, 4, 6, 8, 10).
-    * ``last`` (PKD-last): student i <- teacher L_T - L_S + i for i = 1..L_S - 1
-      (12 -> 6: 7, 8, 9, 10, 11).
-    * a list: student i <- list[i - 1], one entry per student layer.
+    With S student and T teacher layers, ``r(x)`` rounding half up:
+
+    * ``uniform`` (TinyBERT's g(m) = m * N / M, rounded for any depths): student layer
+      i <- teacher layer r(i * T / S), i = 1..S. The last student layer always learns from the
+      last teacher layer; when T is a multiple of S this is TinyBERT's i * T / S exactly
+      (12 -> 6: 2, 4, 6, 8, 10, 12; 12 -> 4: 3, 6, 9, 12), otherwise e.g. 6 -> 4: 2, 3, 5, 6
+      and 12 -> 5: 2, 5, 7, 10, 12. For S <= T the map is strictly increasing; a student deeper
+      than its teacher (S > T) learns, layer by layer, from the teacher layer at the same
+      relative depth (at least 1), so several student layers share one (2 -> 4: 1, 1, 2, 2).
+    * ``skip`` (PKD-skip): the same rule for i = 1..S - 1; the last student layer is left to
+      the logit loss (12 -> 6: 2, 4, 6, 8, 10).
+    * ``last`` (PKD-last): student i <- teacher T - S + i for i = 1..S - 1 (12 -> 6: 7..11);
+      needs S <= T.
+    * a list: student i <- list[i - 1], one entry per student layer, each in 0..T.
 
     Raises:
-        ValueError: An unknown strategy, a list of the wrong length or out of range, or
-            ``uniform``/``skip`` when L_T is not a multiple of L_S.
+        ValueError: An unknown strategy, a list of the wrong length or out of range, ``last``
+            with a student deeper than its teacher, or a map with no pair at all (``skip`` or
+            ``last`` for a 1-layer student).
     """
+    s, t = student_layers, teacher_layers
     if isinstance(strategy, str):
         if strategy in ("uniform", "skip"):
-            if teacher_layers % student_layers:
-                raise ValueError(
-                    f"layer mapping {strategy!r} needs the teacher's {teacher_layers} layers to "
-                    f"be a multiple of the student's {student_layers}; choose 'last' or an "
-                    "explicit list of teacher layers")
-            k = teacher_layers // student_layers
-            top = student_layers if strategy == "uniform" else student_layers - 1
-            return [(i, i * k) for i in range(1, top + 1)]
-        if strategy == "last":
-            return [(i, teacher_layers - student_layers + i) for i in range(1, student_layers)]
-        raise ValueError(f"unknown layer mapping {strategy!r}: uniform, skip, last or a list")
-    layers = [int(t) for t in strategy]
-    if len(layers) != student_layers or not all(0 <= t <= teacher_layers for t in layers):
-        raise ValueError(f"explicit layer mapping {layers} needs {student_layers} teacher "
-                         f"layers in 0..{teacher_layers}")
-    return list(zip(range(1, student_layers + 1), layers, strict=True))
+            top = s if strategy == "uniform" else s - 1
+            pairs = [(i, max(_round_half_up(i * t / s), 1)) for i in range(1, top + 1)]
+        elif strategy == "last":
+            if s > t:
+                raise ValueError(f"layer mapping 'last' needs a student no deeper than its "
+                                 f"teacher ({s} > {t} layers); use uniform or a list")
+            pairs = [(i, t - s + i) for i in range(1, s)]
+        else:
+            raise ValueError(f"unknown layer mapping {strategy!r}: uniform, skip, last or "
+                             "a list")
+        if not pairs:
+            raise ValueError(f"layer mapping {strategy!r} leaves a {s}-layer student no layer "
+                             "to match (it skips the last one); use uniform or a list")
+        return pairs
+    layers = [int(x) for x in strategy]
+    if len(layers) != s or not all(0 <= x <= t for x in layers):
+        raise ValueError(f"explicit layer mapping {layers} needs {s} teacher layers in 0..{t}")
+    return list(zip(range(1, s + 1), layers, strict=True))

@@ -21,29 +21,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from litdistill.errors import ConfigError
+from litdistill.terms import TERM_TYPES, Term, check_weight, make_term
 
 # Term name -> what the forward passes must return for it (see litdistill.intermediate).
-TERMS = {
-    "hidden": "hidden", "embedding": "hidden", "cosine": "hidden", "patient": "hidden",
-    "attention": "attention", "relation": "hidden",
-}
+TERMS = {name: cls.output for name, cls in TERM_TYPES.items()}
 _SCALARS = ("temperature", "alpha_kd", "alpha_task")
 # Each phase: 10% of its steps of linear warm-up to its peak lr, then linear decay to zero.
 PHASE_WARMUP = 0.1
 
 
-def _check_weight(where: str, value: Any) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}={value!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):  # also rejects NaN
-        raise ConfigError(f"{where}={value}: loss weights must be finite and >= 0")
-    return value
-
-
 def _check_temperature(where: str, value: Any) -> float:
-    value = _check_weight(where, value)
+    value = check_weight(where, value)
     if value <= 0:
         raise ConfigError(f"{where}={value}: the temperature must be > 0 (T=1: plain softmax)")
     return value
@@ -107,7 +95,7 @@ def _phase(index: int, raw: Mapping[str, Any], terms: Mapping[str, Any]) -> Phas
     if active is not None and (bad := sorted(set(active) - set(terms))):
         raise ConfigError(f"{where}.terms: {bad} are not terms of this objective "
                           f"({sorted(terms)})")
-    scalars = {k: _check_weight(f"{where}.{k}", raw[k]) for k in _SCALARS if k in raw}
+    scalars = {k: check_weight(f"{where}.{k}", raw[k]) for k in _SCALARS if k in raw}
     if "temperature" in scalars:
         _check_temperature(f"{where}.temperature", scalars["temperature"])
     return Phase(name=str(raw.get("name", f"phase{index}")), epochs=int(raw["epochs"]),
@@ -123,21 +111,21 @@ class Objective:
         temperature: KD temperature T > 0.
         alpha_kd: Weight of the logit KD term (0: no soft targets).
         alpha_task: Weight of the hard-label term.
-        terms: Intermediate terms ``{name: {weight, mapping, ...}}`` (see
-            :class:`~litdistill.intermediate.IntermediateTerms`).
+        terms: Intermediate terms ``{name: options}``, typed on construction (one
+            :class:`~litdistill.terms.Term` each; see :mod:`litdistill.terms`).
         phases: Sequential phases; the run lasts the sum of their epochs.
         schedules: Linear ramps ``{start, end}`` over the run for ``temperature``,
             ``alpha_kd``, ``alpha_task`` or a term name (its weight).
 
     Raises:
         ConfigError: A temperature <= 0, a negative or non-finite weight, every weight zero,
-            an unknown term, a malformed phase or schedule.
+            an unknown term or term option, a malformed phase or schedule.
     """
 
     temperature: float = 1.0
     alpha_kd: float = 0.0
     alpha_task: float = 1.0
-    terms: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    terms: Mapping[str, Term] = field(default_factory=dict)
     phases: Sequence[Phase] = ()
     schedules: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
@@ -145,12 +133,10 @@ class Objective:
         set_ = object.__setattr__  # frozen: normalise once, here
         set_(self, "temperature", _check_temperature("distill.temperature", self.temperature))
         for key in ("alpha_kd", "alpha_task"):
-            set_(self, key, _check_weight(f"distill.{key}", getattr(self, key)))
-        terms = {str(n): dict(opts or {}) for n, opts in (self.terms or {}).items()}
-        if unknown := sorted(set(terms) - set(TERMS)):
+            set_(self, key, check_weight(f"distill.{key}", getattr(self, key)))
+        if unknown := sorted(set(self.terms or {}) - set(TERMS)):
             raise ConfigError(f"unknown distillation terms {unknown}; known: {sorted(TERMS)}")
-        for name, opts in terms.items():
-            _check_weight(f"distill.terms.{name}.weight", opts.get("weight", 1.0))
+        terms = {str(n): make_term(str(n), opts) for n, opts in (self.terms or {}).items()}
         set_(self, "terms", terms)
         phases = [p if isinstance(p, Phase) else _phase(i, p, terms)
                   for i, p in enumerate(self.phases or ())]
@@ -171,7 +157,7 @@ class Objective:
                 raise ConfigError(f"{where}: schedule one of {[*_SCALARS, *terms]}")
             if not isinstance(ramp, Mapping) or set(ramp) != {"start", "end"}:
                 raise ConfigError(f"{where} must be {{start: x, end: y}}, got {ramp!r}")
-            check = _check_temperature if key == "temperature" else _check_weight
+            check = _check_temperature if key == "temperature" else check_weight
             out[key] = {k: check(f"{where}.{k}", ramp[k]) for k in ("start", "end")}
         return out
 
@@ -228,7 +214,7 @@ class Objective:
                 else getattr(self, key)
             values[key] = _ramp(base, self.schedules.get(key), progress)
         active = phase.terms if phase and phase.terms is not None else tuple(self.terms)
-        terms = {n: _ramp(float(self.terms[n].get("weight", 1.0)), self.schedules.get(n),
+        terms = {n: _ramp(self.terms[n].weight, self.schedules.get(n),
                           progress) for n in active}
         return Weights(terms=terms, **values)
 
@@ -241,7 +227,7 @@ class Objective:
         """``results.json``'s ``distill`` entry: the scalars, and the rest when set."""
         out: dict[str, Any] = {k: getattr(self, k) for k in _SCALARS}
         if self.terms:
-            out["terms"] = {k: dict(v) for k, v in self.terms.items()}
+            out["terms"] = {k: v.as_dict() for k, v in self.terms.items()}
         if self.phases:
             out["phases"] = [p.as_dict() for p in self.phases]
         if self.schedules:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
+from litdistill.errors import ConfigError
 from litdistill.objective import Objective, phase_lr_factor
 
 # Weight decay skips biases and norms, as BERT's original optimizer does.
@@ -56,7 +57,15 @@ def build_optimizer(factory: Callable[..., torch.optim.Optimizer],
 
 def linear_warmup_decay(optimizer: torch.optim.Optimizer, num_training_steps: int,
                         warmup_ratio: float = 0.1) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over ``warmup_ratio`` of the steps, then linear decay to zero (BERT)."""
+    """Linear warm-up over ``warmup_ratio`` of the steps, then linear decay to zero (BERT).
+
+    Raises:
+        ConfigError: ``warmup_ratio`` outside [0, 1].
+    """
+    if isinstance(warmup_ratio, bool) or not isinstance(warmup_ratio, int | float) \
+            or not 0 <= warmup_ratio <= 1:
+        raise ConfigError(f"scheduler.warmup_ratio={warmup_ratio!r}: must be a number in "
+                          "[0, 1] (the share of steps spent warming up)")
     warmup = int(warmup_ratio * num_training_steps)
     return get_linear_schedule_with_warmup(optimizer, warmup, num_training_steps)
 
@@ -80,3 +89,31 @@ def build_scheduler(optimizer: torch.optim.Optimizer, objective: Objective,
     if factory is None:
         return None
     return factory(optimizer, num_training_steps=max(total_steps, 1))
+
+
+def probe_factories(optimizer: Callable[..., torch.optim.Optimizer],
+                    scheduler: Callable[..., Any] | None) -> None:
+    """Build the optimizer and the scheduler once over a one-element dummy parameter.
+
+    Hydra's ``_partial_`` factories accept any keyword until they are called; calling them
+    here (before any weights load) makes the optimizer class and the schedule reject what
+    they reject (an unknown keyword, ``betas`` of the wrong length, a negative ``eps``) at
+    once instead of after a teacher load.
+
+    Raises:
+        ConfigError: What the optimizer or the scheduler refused, naming its group.
+    """
+    named = [(f"probe.{n}", nn.Parameter(torch.zeros(1))) for n in ("weight", "bias")]
+    try:  # both groups, as the student's: decayed weights and biases without decay
+        built = optimizer(param_groups(named))
+    except (TypeError, ValueError) as err:  # what torch.optim raises for bad arguments
+        raise ConfigError(f"optimizer: {err}") from None
+    if not isinstance(built, torch.optim.Optimizer):
+        raise ConfigError(f"optimizer: the factory made a {type(built).__name__}, not a "
+                          "torch.optim.Optimizer (is _partial_: true set?)")
+    if scheduler is None:
+        return
+    try:
+        scheduler(built, num_training_steps=1)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"scheduler: {err}") from None

@@ -45,6 +45,22 @@ def _learning_rate(where: str, value: Any) -> float:
     return number
 
 
+def _trainer_settings(trainer: DictConfig) -> None:
+    """The Trainer settings litdistill computes with before Lightning sees them (the run's
+    epochs) or that Lightning itself accepts unchecked and trips over mid-run."""
+    if trainer.get("max_epochs") != -1:
+        _integer("trainer.max_epochs", trainer.get("max_epochs"), 1,
+                 " (-1: until trainer.max_steps)")
+    if trainer.get("min_epochs") is not None:
+        _integer("trainer.min_epochs", trainer.get("min_epochs"), 0)
+    _integer("trainer.accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1), 1)
+    clip = trainer.get("gradient_clip_val")
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, int | float)
+                             or not 0 <= clip < math.inf):
+        raise ConfigError(f"trainer.gradient_clip_val={clip!r}: must be a finite number >= 0 "
+                          "(null: no clipping)")
+
+
 def check_writable(folder: Path, where: str, hint: str = "") -> None:
     """Create ``folder`` if needed and write a probe file in it (``os.access`` says yes to
     root on a read-only mount; a real write is the only proof).
@@ -75,7 +91,9 @@ def validate_settings(cfg: DictConfig) -> None:
     """Every numeric and path setting of the job, before any file, tokenizer or weight.
 
     Loss weights and temperatures are :class:`~litdistill.objective.Objective`'s own checks;
-    ``data.max_length`` against the models' positions is :func:`check_max_length`'s.
+    ``data.max_length`` against the models' positions is :func:`check_max_length`'s; the
+    optimizer, scheduler, loggers, callbacks and Trainer are built (and so checked) by
+    :func:`litdistill.train.build_trainer`, still before any weights load.
 
     Raises:
         ConfigError: The first bad setting, named by its key.
@@ -87,6 +105,7 @@ def validate_settings(cfg: DictConfig) -> None:
         if data.get(key) is not None:
             _integer(f"data.{key}", data.get(key), 1, " (null: every row)")
     _integer("data.num_workers", data.get("num_workers", 0), 0)
+    _trainer_settings(cfg.trainer)
     if cfg.get("optimizer") and cfg.optimizer.get("lr") is not None:
         _learning_rate("optimizer.lr", cfg.optimizer.lr)
     resume = (cfg.get("callbacks") or {}).get("last_checkpoint")

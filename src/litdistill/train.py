@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from typing import Any
 import datasets
 import hydra
 import lightning as L
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -45,6 +48,7 @@ from litdistill.loggers import keep_logged_rows
 from litdistill.models import FromTeacher, ModelSpec
 from litdistill.module import DistillationModule
 from litdistill.objective import Objective
+from litdistill.optim import probe_factories
 from litdistill.settings import check_max_length, check_writable, validate_settings
 from litdistill.tasks import TaskSpec, get_task
 from litdistill.teacher_cache import TeacherCache, check_mode
@@ -167,7 +171,51 @@ def prepare(cfg: DictConfig, plan: Plan, results: dict[str, Any]) -> TeacherSide
     return TeacherSide(builder, scores)
 
 
-def build_module(cfg: DictConfig, plan: Plan, side: TeacherSide | None) -> DistillationModule:
+def build_option(where: str, node: Any, **kwargs: Any) -> Any:
+    """:func:`build` for a group the user edits: Hydra's own errors (no such ``_target_``, a
+    keyword or value the target refuses) become one :class:`ConfigError` line naming the
+    group."""
+    try:
+        return build(node, **kwargs)
+    except InstantiationException as err:
+        text = str(err.__cause__) if str(err).startswith("Error in call to target") \
+            and err.__cause__ is not None else str(err)
+        text = re.sub(r",? set env var HYDRA_FULL_ERROR=1 .*|\s*full_key: .*", "", text,
+                      flags=re.S)
+        raise ConfigError(f"{where}: {' '.join(text.split())}") from None
+
+
+def _factory(job: DictConfig, group: str) -> Any:
+    node = job.get(group)
+    if node is None:
+        return None
+    if not node.get("_partial_"):
+        raise ConfigError(f"{group}: set {group}._partial_=true (it is called later with the "
+                          "student's parameters)")
+    return build_option(group, node)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What drives training, built before any weights load (a typo costs nothing): the
+    optimizer and scheduler factories (probed), the Trainer with its loggers and callbacks,
+    and the callbacks ``results.json`` reads (``epoch_seconds``, ``phase_starts``)."""
+
+    optimizer: Callable[..., torch.optim.Optimizer]
+    scheduler: Callable[..., Any] | None
+    trainer: L.Trainer
+    loggers: list[Any]
+    timer: EpochTimer
+    phases: PhaseLog
+
+    def log_config(self, job: DictConfig) -> None:
+        """The job's resolved config as every logger's hyper-parameters."""
+        for logger in self.loggers:
+            logger.log_hyperparams(runs.flatten(OmegaConf.to_container(job, resolve=True)))
+
+
+def build_module(cfg: DictConfig, plan: Plan, side: TeacherSide | None,
+                 setup: Setup) -> DistillationModule:
     """The student (and a live teacher, when the objective needs one) in the module."""
     live = side is not None and plan.objective.teacher_live(plan.cache_mode)
     cut = isinstance(plan.student, FromTeacher) and plan.student.source is None
@@ -181,24 +229,31 @@ def build_module(cfg: DictConfig, plan: Plan, side: TeacherSide | None) -> Disti
             if model is not None:
                 model.compile(dynamic=True)
     return DistillationModule(
-        student, teacher, plan.task, plan.objective, optimizer=build(cfg.optimizer),
-        scheduler=build(cfg.scheduler) if cfg.get("scheduler") else None,
-        cached_teacher=plan.teacher is not None)
+        student, teacher, plan.task, plan.objective, optimizer=setup.optimizer,
+        scheduler=setup.scheduler, cached_teacher=plan.teacher is not None)
 
 
-def build_trainer(cfg: DictConfig, plan: Plan) -> tuple[L.Trainer, list[Any], EpochTimer,
-                                                        PhaseLog]:
-    """Loggers, callbacks (plus the epoch timer, phase log and RNG states) and the Trainer."""
-    loggers = [build(c) for c in (cfg.get("logger") or {}).values() if c]
+def build_trainer(job: DictConfig, plan: Plan) -> Setup:
+    """Optimizer and scheduler factories, loggers, callbacks (plus the epoch timer, phase log
+    and RNG states) and the Trainer from the job's config: everything, before any weights.
+
+    Raises:
+        ConfigError: A bad ``optimizer.*``, ``scheduler.*``, ``logger.*``, ``callbacks.*`` or
+            ``trainer.*`` value, naming the group.
+    """
+    optimizer, scheduler = _factory(job, "optimizer"), _factory(job, "scheduler")
+    probe_factories(optimizer, scheduler)
+    loggers = [build_option(f"logger.{k}", c) for k, c in (job.get("logger") or {}).items()
+               if c]
     if plan.ckpt_path:
         keep_logged_rows(loggers, int(runs.read_checkpoint(plan.ckpt_path)["global_step"]))
     timer, phases = EpochTimer(), PhaseLog(plan.objective)
-    callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    trainer = build(cfg.trainer, max_epochs=plan.max_epochs, logger=loggers or False,
-                    callbacks=[*callbacks, timer, phases, RngState()])
-    for logger in loggers:
-        logger.log_hyperparams(runs.flatten(OmegaConf.to_container(cfg, resolve=True)))
-    return trainer, loggers, timer, phases
+    callbacks = [build_option(f"callbacks.{k}", c)
+                 for k, c in (job.get("callbacks") or {}).items() if c]
+    trainer = build_option("trainer", job.trainer, max_epochs=plan.max_epochs,
+                           logger=loggers or False,
+                           callbacks=[*callbacks, timer, phases, RngState()])
+    return Setup(optimizer, scheduler, trainer, loggers, timer, phases)
 
 
 def validate_best(trainer: L.Trainer, module: DistillationModule,
@@ -285,20 +340,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         run.results["metric_names"] = plan.task.metric_names
         run.results["label_names"] = list(plan.task.label_names or []) or None
         L.seed_everything(cfg.seed, workers=True)
-        side = prepare(cfg, plan, run.results)
-        module = build_module(cfg, plan, side)
         # The job as it runs (logged as hyper-parameters, named in loggers); cfg stays as is.
         job = OmegaConf.merge(cfg, {"name": runs.run_name(cfg), "group": runs.run_group(cfg),
                                     "trainer": {"max_epochs": plan.max_epochs}})
-        trainer, loggers, timer, phases = build_trainer(job, plan)
+        setup = build_trainer(job, plan)  # every configured object, before any weights
+        trainer = setup.trainer
         run.is_zero = trainer.is_global_zero
+        side = prepare(cfg, plan, run.results)
+        module = build_module(cfg, plan, side, setup)
+        setup.log_config(job)
         # weights_only: checkpoints hold tensors and plain types only (RNG states included),
         # so loading one runs no pickled code.
         trainer.fit(module, datamodule=plan.datamodule, ckpt_path=plan.ckpt_path,
                     weights_only=True)
         best = validate_best(trainer, module, plan.datamodule)
         if trainer.is_global_zero:
-            finish(run, cfg, plan, side, module, trainer, best, (timer, phases), loggers)
+            finish(run, cfg, plan, side, module, trainer, best, (setup.timer, setup.phases),
+                   setup.loggers)
     return run.results
 
 
