@@ -25,16 +25,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 from rich.console import Console
 from rich.table import Table
 
 from litdistill import atomic, zoo
+from litdistill.conf import compose
 from litdistill.errors import LitDistillError
 from litdistill.latency import load, measure_models, size_mb
-from litdistill.train import CONF_DIR, train
+from litdistill.train import train
 
 log = logging.getLogger(__name__)
 console = Console()
@@ -46,9 +45,7 @@ KD_TRANSFER = ["transfer=train_rest", "transfer.max_rows=4000"]
 
 def compose_cfg(overrides: list[str], run_dir: Path) -> DictConfig:
     """``conf/train.yaml`` with ``overrides``, writing into ``run_dir``."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = compose(overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(run_dir)
     return cfg

@@ -38,6 +38,7 @@ from litdistill.checks import (
     check_models,
     device_of,
 )
+from litdistill.conf import CONF_DIR  # noqa: F401  (litdistill.train.CONF_DIR stays)
 from litdistill.data import GlueDataModule
 from litdistill.errors import ConfigError, LaunchError, LitDistillError
 from litdistill.finite import check_weights
@@ -54,10 +55,6 @@ from litdistill.transfer import TransferSet
 log = logging.getLogger("litdistill")
 # The frozen teacher is in eval mode on purpose; Lightning warns about any such module.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
-
-# The configs ship inside the package (a wheel has them too); Hydra finds them as
-# pkg://litdistill.conf, and code composing them with initialize_config_dir uses this path.
-CONF_DIR = str(Path(__file__).resolve().parent / "conf")
 
 
 def build(node: Any, **kwargs: Any) -> Any:
