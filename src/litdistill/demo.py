@@ -31,8 +31,9 @@ from rich.table import Table
 
 from litdistill import atomic, zoo
 from litdistill.conf import compose
-from litdistill.errors import LitDistillError
+from litdistill.errors import cli_main
 from litdistill.latency import load, measure_models, size_mb
+from litdistill.rundir import ONNX_INT8
 from litdistill.train import train
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def build_rows(stages: dict[str, dict[str, Any]], texts: list[str], threads: int
     }
     loaded = [load(e["dir"]) for e in models.values()]
     if exported is not None:
-        graph = Path(exported["out"]) / "model.int8.onnx"
+        graph = Path(exported["out"]) / ONNX_INT8
         models["student 3L + KD, ONNX int8"] = {
             "score": exported["scores"]["int8"]["score"], "dir": graph,
             "params": stages["kd"]["student"]["params"]}
@@ -194,6 +195,7 @@ def run_demo(out: Path, report_dir: Path | None, overrides: list[str], threads: 
     return summary
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m litdistill.demo [--out DIR] [--report-dir DIR] [hydra overrides...]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -211,12 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every stage")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        report_dir = Path("experiments/demo") if args.record else args.report_dir
-        run_demo(args.out, report_dir, args.overrides, args.threads, not args.no_export)
-    except LitDistillError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    report_dir = Path("experiments/demo") if args.record else args.report_dir
+    run_demo(args.out, report_dir, args.overrides, args.threads, not args.no_export)
     return 0
 
 

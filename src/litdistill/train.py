@@ -40,7 +40,7 @@ from litdistill.checks import (
 )
 from litdistill.conf import CONF_DIR  # noqa: F401  (litdistill.train.CONF_DIR stays)
 from litdistill.data import GlueDataModule
-from litdistill.errors import ConfigError, LaunchError, LitDistillError
+from litdistill.errors import ConfigError, LaunchError, LitDistillError, fail
 from litdistill.finite import check_weights
 from litdistill.loggers import keep_logged_rows
 from litdistill.models import FromTeacher, ModelSpec
@@ -315,8 +315,7 @@ def app(cfg: DictConfig) -> float:
                       cfg.paths.output_dir, type(err).__name__, err)
             return math.nan
         if isinstance(err, LitDistillError):
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(fail(err))
         raise
     score = (results.get("student") or {}).get("score")
     return math.nan if score is None else float(score)
@@ -329,8 +328,7 @@ def main() -> None:
         check_config_dirs(sys.argv[1:])
         check_group_options(sys.argv[1:])
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(fail(err))
     app()
 
 
