@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from litdistill import export, onnx_graphs
+from litdistill import onnx_graphs
 from litdistill.export import ExportError, export_run, main
 from litdistill.latency import measure_onnx
 
