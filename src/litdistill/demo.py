@@ -143,11 +143,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     ax_lat.set_ylabel("dev accuracy")
     ax_lat.set_title("accuracy vs latency (marker area ~ params)", fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    try:
+        return atomic.write_file(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def _export(run_dir: Path, overrides: list[str]) -> dict[str, Any] | None:
