@@ -80,7 +80,7 @@ class Run:
     """
 
     run_dir: Path
-    results: dict[str, Any]
+    results: Results
     student_dir: Path
     task: TaskSpec
     data: dict[str, Any]

@@ -124,8 +124,8 @@ class RunDir:
 
     path: Path
 
-    def __init__(self, path: str | Path) -> None:
-        object.__setattr__(self, "path", Path(path))
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))  # a str from a caller or a config
 
     @property
     def results_path(self) -> Path:
