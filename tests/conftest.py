@@ -14,11 +14,9 @@ os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 
-from litdistill.train import CONF_DIR  # noqa: E402
+from litdistill.conf import compose  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_GLUE = (REPO.parent / "shared" / "data" / "glue").resolve()
@@ -112,15 +110,13 @@ def make_cfg(tmp_path: Path, tiny_glue: Path) -> Callable[..., DictConfig]:
     """Compose ``conf/train.yaml`` with test overrides; outputs go to ``tmp_path``."""
 
     def make(*overrides: str, run_dir: Path | None = None) -> DictConfig:
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            cfg = compose("train", overrides=[
-                # Random tiny teachers are no better than chance: no teacher gate.
-                "logger=none", "teacher_gate=null", "trainer.max_epochs=1",
-                "trainer.enable_model_summary=false", "trainer.num_sanity_val_steps=0",
-                "data.batch_size=8",
-                "data.eval_batch_size=16", f"data.glue_dir={tiny_glue}", *overrides,
-            ])
+        cfg = compose([
+            # Random tiny teachers are no better than chance: no teacher gate.
+            "logger=none", "teacher_gate=null", "trainer.max_epochs=1",
+            "trainer.enable_model_summary=false", "trainer.num_sanity_val_steps=0",
+            "data.batch_size=8",
+            "data.eval_batch_size=16", f"data.glue_dir={tiny_glue}", *overrides,
+        ])
         with open_dict(cfg):
             cfg.paths.output_dir = str(run_dir or tmp_path / "run")
             cfg.paths.cache_dir = str(tmp_path / "cache")

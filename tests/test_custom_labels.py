@@ -74,3 +74,28 @@ def test_integer_labels_sort_numerically_and_regression_stays_explicit(tmp_path)
     with pytest.raises(ConfigError, match="binary metrics"):
         with_labels_from(get_task({"name": "custom", "text_fields": ["q"], "metrics": ["f1"]}),
                          ["a", "b", "c"], "f")
+
+
+def test_inferred_label_run_exports_to_int8_onnx(make_cfg, tmp_path):
+    """The classes a run read from its training file are the ones export scores with: its
+    config names none (export once rebuilt the task from the config: num_classes 0)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from omegaconf import OmegaConf
+
+    from litdistill.export import main
+
+    cfg = make_cfg(*_custom(tmp_path))
+    results = train(cfg)
+    run_dir = Path(results["run_dir"])
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")  # as litdistill-train leaves it
+    assert "label_names" not in cfg.task or not cfg.task.label_names
+    assert main([str(run_dir), "--quantize", "int8"]) == 0
+    info = json.loads((run_dir / "export" / "export.json").read_text())
+    assert info["task"] == "custom" and info["checks"]["rows"] == 12
+    assert info["checks"]["fp32"]["agreement"] == 1.0
+    # The graph's score is the run's own: the same 12 dev rows, the same six classes.
+    assert info["checks"]["reproduces_run_score"] is True
+    assert set(info["scores"]) == {"pytorch", "fp32", "int8"}
+    assert 0.0 <= info["scores"]["int8"]["score"] <= 1.0

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from litdistill import export
+from litdistill import onnx_graphs
 from litdistill.export import ExportError, export_run, main
 from litdistill.latency import measure_onnx
 
@@ -148,7 +148,7 @@ def test_failed_check_keeps_the_previous_export(make_cfg, tmp_path, word_tokeniz
     run = _handmade_run(tmp_path / "run", make_cfg, word_tokenizer_dir, "sst2")
     (run / "export").mkdir()
     (run / "export" / "old.txt").write_text("previous export")
-    monkeypatch.setattr(export, "MIN_AGREEMENT", 1.5)  # no graph can pass
+    monkeypatch.setattr(onnx_graphs, "MIN_AGREEMENT", 1.5)  # no graph can pass
     assert _error(capsys, [str(run)]).startswith("error: the fp32 ONNX graph predicts")
     assert sorted(p.name for p in (run / "export").iterdir()) == ["old.txt"]
     assert not list(run.glob(".export*"))

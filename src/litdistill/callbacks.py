@@ -3,8 +3,8 @@
 :class:`EpochTimer`, :class:`PhaseLog` and :class:`RngState` are added to every run by
 ``train()`` (the first two records go into ``results.json``; all three are saved in
 checkpoints, so a resumed run carries on with them); :class:`ResumeCheckpoint`
-(``conf/callbacks/default.yaml``) writes ``last.ckpt``; :class:`ReportCallback` and
-:class:`RunDirCheck` are Hydra callbacks.
+(``conf/callbacks/default.yaml``) writes ``last.ckpt``; :class:`RunDirCheck` is a Hydra
+callback (the report's, ``ReportCallback``, lives with the report in :mod:`litdistill.report`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from hydra.experimental.callback import Callback
 from lightning.pytorch.callbacks import Checkpoint
 from omegaconf import DictConfig
 
-from litdistill.errors import ConfigError, LitDistillError
+from litdistill.errors import ConfigError, fail
 from litdistill.objective import Objective
 from litdistill.settings import check_writable
 
@@ -181,31 +181,6 @@ class ResumeCheckpoint(Checkpoint):
         self._save(trainer)
 
 
-class ReportCallback(Callback):
-    """Hydra callback: write the sweep's report when a ``--multirun`` ends (see
-    ``conf/experiment/student_sizes.yaml``), so one command gives jobs and report.
-
-    Args:
-        latency: Measure every model's CPU latency.
-        threads: torch threads while timing.
-    """
-
-    def __init__(self, latency: bool = True, threads: int = 1) -> None:
-        self.latency, self.threads = latency, threads
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from litdistill.report import report  # the report imports matplotlib: only here
-
-        sweep = Path(config.hydra.sweep.dir)
-        try:
-            result = report([sweep], sweep, latency=self.latency, threads=self.threads,
-                            command=f"litdistill-report {sweep}")
-        except LitDistillError as err:
-            log.error("no report for %s: %s", sweep, err)
-            return
-        log.info("report of %d jobs: %s", len(result["jobs"]), sweep / "report.md")
-
-
 class RunDirCheck(Callback):
     """Hydra callback: a run (or sweep) folder that cannot be written is a one-line
     ``error:`` and exit 2 before Hydra itself writes there (its log file and ``.hydra/``
@@ -215,11 +190,20 @@ class RunDirCheck(Callback):
         try:
             check_writable(Path(folder), where)
         except ConfigError as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(fail(err))
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config.hydra.run.dir, "run dir (hydra.run.dir)")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config.hydra.sweep.dir, "sweep dir (hydra.sweep.dir)")
+
+
+def __getattr__(name: str) -> Any:
+    # ``_target_: litdistill.callbacks.ReportCallback`` of configs written before the report's
+    # callback moved next to the report; imported on demand (the report imports matplotlib).
+    if name == "ReportCallback":
+        from litdistill.report import ReportCallback
+
+        return ReportCallback
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,16 +25,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 from rich.console import Console
 from rich.table import Table
 
 from litdistill import atomic, zoo
-from litdistill.errors import LitDistillError
+from litdistill.conf import compose
+from litdistill.errors import cli_main
 from litdistill.latency import load, measure_models, size_mb
-from litdistill.train import CONF_DIR, train
+from litdistill.rundir import ONNX_INT8
+from litdistill.train import train
 
 log = logging.getLogger(__name__)
 console = Console()
@@ -46,9 +46,7 @@ KD_TRANSFER = ["transfer=train_rest", "transfer.max_rows=4000"]
 
 def compose_cfg(overrides: list[str], run_dir: Path) -> DictConfig:
     """``conf/train.yaml`` with ``overrides``, writing into ``run_dir``."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = compose(overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(run_dir)
     return cfg
@@ -80,7 +78,7 @@ def build_rows(stages: dict[str, dict[str, Any]], texts: list[str], threads: int
     }
     loaded = [load(e["dir"]) for e in models.values()]
     if exported is not None:
-        graph = Path(exported["out"]) / "model.int8.onnx"
+        graph = Path(exported["out"]) / ONNX_INT8
         models["student 3L + KD, ONNX int8"] = {
             "score": exported["scores"]["int8"]["score"], "dir": graph,
             "params": stages["kd"]["student"]["params"]}
@@ -145,11 +143,10 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
     ax_lat.set_ylabel("dev accuracy")
     ax_lat.set_title("accuracy vs latency (marker area ~ params)", fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    try:
+        return atomic.write_file(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def _export(run_dir: Path, overrides: list[str]) -> dict[str, Any] | None:
@@ -197,6 +194,7 @@ def run_demo(out: Path, report_dir: Path | None, overrides: list[str], threads: 
     return summary
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m litdistill.demo [--out DIR] [--report-dir DIR] [hydra overrides...]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -214,12 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every stage")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        report_dir = Path("experiments/demo") if args.record else args.report_dir
-        run_demo(args.out, report_dir, args.overrides, args.threads, not args.no_export)
-    except LitDistillError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    report_dir = Path("experiments/demo") if args.record else args.report_dir
+    run_demo(args.out, report_dir, args.overrides, args.threads, not args.no_export)
     return 0
 
 

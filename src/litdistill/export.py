@@ -23,54 +23,46 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib
-import json
 import logging
 import sys
 import time
-import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from litdistill import atomic
-from litdistill.errors import LitDistillError
-from litdistill.metrics import evaluate
-from litdistill.tasks import TaskSpec, get_task
+from litdistill.errors import cli_main
+from litdistill.onnx_graphs import (  # noqa: F401  (re-exported: litdistill.export's API)
+    MIN_AGREEMENT,
+    REGRESSION_TOLERANCE,
+    DevSplit,
+    ExportError,
+    VerificationError,
+    export_onnx,
+    onnx_logits,
+    quantize_int8,
+    score_logits,
+    torch_logits,
+    verify,
+)
+from litdistill.rundir import EXPORT_JSON, ONNX_FP32, ONNX_INT8, Results, RunDir, run_task
+from litdistill.tasks import TaskSpec
 
 QUANTIZE = ("int8",)
-# Rows on which the fp32 graph must predict what PyTorch predicts. Not 1.0: a row whose two
-# top logits tie to ~1e-6 may flip under a different order of float additions.
-MIN_AGREEMENT = 0.999
 # PyTorch's dev score here vs the run's recorded one (float32 metric states, batch order).
 RUN_SCORE_TOLERANCE = 1e-4
-# Regression rows agree when the predictions differ by less than this (STS-B spans 0..5).
-REGRESSION_TOLERANCE = 1e-3
-FP32_FILE = "model.onnx"
-INT8_FILE = "model.int8.onnx"
+FP32_FILE = ONNX_FP32
+INT8_FILE = ONNX_INT8
 # Modules the export needs, all from the ``export`` extra (onnxscript: the dynamo exporter).
 _EXTRA_MODULES = ("onnx", "onnxruntime", "onnxscript")
 _INSTALL = "pip install 'litdistill[export]'"
-
-
-# One eval split from dev_batches: (name, padded int64 batches, labels in the same row order).
-DevSplit = tuple[str, list[dict[str, np.ndarray]], np.ndarray]
-
-
-class ExportError(LitDistillError):
-    """A run that cannot be exported (no student, bad option, missing extra)."""
-
-
-class VerificationError(ExportError):
-    """The exported graph does not reproduce the PyTorch model on the dev set."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +80,7 @@ class Run:
     """
 
     run_dir: Path
-    results: dict[str, Any]
+    results: Results
     student_dir: Path
     task: TaskSpec
     data: dict[str, Any]
@@ -112,11 +104,11 @@ def require_extra() -> None:
         raise ExportError(f"ONNX export needs {', '.join(missing)}, not installed: {_INSTALL}")
 
 
-def _run_config(run_dir: Path, results: dict[str, Any], overrides: Sequence[str]
+def _run_config(run: RunDir, results: Results, overrides: Sequence[str]
                 ) -> tuple[DictConfig, str]:
-    saved = run_dir / ".hydra" / "config.yaml"
+    saved = run.config_path
     if saved.is_file():
-        cfg = OmegaConf.load(saved)
+        cfg = run.read_config()
         if overrides:
             try:
                 cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
@@ -126,24 +118,18 @@ def _run_config(run_dir: Path, results: dict[str, Any], overrides: Sequence[str]
         return cfg, str(saved)
     # train(cfg) called from Python (the demo, tests) leaves no .hydra/: compose conf/ again
     # from the run's overrides plus the caller's (e.g. experiment=demo_student).
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
 
-    from litdistill.train import CONF_DIR
+    from litdistill.conf import compose
 
     argv = [o for o in results.get("overrides") or [] if not o.lstrip("+~").startswith("hydra")]
     if results.get("task") and not any(o.split("=")[0] in ("task", "+task") for o in argv):
         argv.insert(0, f"task={results['task']}")
     argv += list(overrides)
-    GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            cfg = compose("train", overrides=argv)
+        cfg = compose(argv)
     except HydraException as err:
         raise ExportError(f"cannot compose conf/train.yaml with {argv}: {err}") from err
-    finally:
-        GlobalHydra.instance().clear()
     return cfg, f"conf/train.yaml {' '.join(argv)} (the run has no .hydra/config.yaml)"
 
 
@@ -157,21 +143,18 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> Run:
             (e.g. ``data.glue_dir=/new/place``).
 
     Raises:
-        ExportError: No ``results.json``, a failed run, or no ``student/`` folder.
+        RunDirError: No, or a damaged, ``results.json`` or ``.hydra/config.yaml``.
+        ExportError: A failed run, or no ``student/`` folder.
     """
-    run_dir = Path(run_dir)
-    results_path = run_dir / "results.json"
-    if not results_path.is_file():
-        raise ExportError(f"{run_dir} is not a finished run dir: no results.json (give the "
-                          "folder litdistill-train wrote)")
-    results = json.loads(results_path.read_text())
-    student_dir = run_dir / "student"
-    if not (student_dir / "config.json").is_file():
-        status = results.get("status")
-        raise ExportError(f"{run_dir} has no student/ folder to export (run status: {status}); "
-                          "only a finished run (status ok) saves its student")
-    cfg, source = _run_config(run_dir, results, overrides)
-    task = get_task(cfg.task)
+    run = RunDir(run_dir)
+    results = run.read_results()
+    if not run.has_student():
+        raise ExportError(f"{run.path} has no student/ folder to export (run status: "
+                          f"{results['status']}); only a finished run (status ok) saves its "
+                          "student")
+    cfg, source = _run_config(run, results, overrides)
+    # The classes a custom task read from its training file are the ones the run recorded.
+    task = run_task(cfg, results, run.path)
     if results.get("task") not in (None, task.name):
         raise ExportError(f"{source} says task {task.name!r} but results.json says "
                           f"{results['task']!r}; pass the run's own overrides")
@@ -182,7 +165,7 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> Run:
         data["seed"] = OmegaConf.select(cfg, "seed", default=42)
     files = cfg.task.get("data_files")
     data_files = OmegaConf.to_container(files, resolve=True) if files else None
-    return Run(run_dir, results, student_dir, task, data, data_files, source)
+    return Run(run.path, results, run.student_dir, task, data, data_files, source)
 
 
 def dev_batches(run: Run, tokenizer: Any) -> list[DevSplit]:
@@ -218,179 +201,6 @@ def dev_batches(run: Run, tokenizer: Any) -> list[DevSplit]:
         labels = np.asarray(ds["label"])[order]
         splits.append((split, batches, labels))
     return splits
-
-
-# The exporter warns once per torchvision op it cannot register; no student uses them.
-_REGISTRATION_LOG = "torch.onnx._internal.exporter._registration"
-
-
-@contextmanager
-def _quiet_logger(name: str, drop: str | None = None) -> Iterator[None]:
-    """Silence logger ``name`` (``""``: root) below ERROR, or only records starting ``drop``."""
-    logger = logging.getLogger(name)
-
-    def keep(record: logging.LogRecord) -> bool:
-        if drop is None:
-            return record.levelno >= logging.ERROR
-        return not record.getMessage().startswith(drop)
-
-    logger.addFilter(keep)
-    try:
-        yield
-    finally:
-        logger.removeFilter(keep)
-
-
-class _Logits(nn.Module):
-    """The classifier with one output, ``logits`` ``(B, num_labels)``, for the graph."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    # Named arguments, not **kwargs: torch.export matches dynamic_shapes to these names.
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        inputs = {"attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        return self.model(input_ids, **{k: v for k, v in inputs.items() if v is not None}).logits
-
-
-def export_onnx(model: nn.Module, tokenizer: Any, path: Path, opset: int | None = None
-                ) -> list[str]:
-    """Write ``model`` as a single-file ONNX graph with dynamic batch and sequence axes.
-
-    Args:
-        model: A transformers sequence classifier (put in eval mode here).
-        tokenizer: Its tokenizer: its outputs name the graph's inputs.
-        path: The ``.onnx`` file (weights inside: fine below the 2 GB protobuf limit).
-        opset: ONNX opset (None: the exporter's default).
-
-    Returns:
-        The graph's input names.
-    """
-    model.eval()
-    # Two rows of different lengths, batch != sequence: torch.export specializes a dimension
-    # that is 1 in the example, and would merge two axes of equal size into one symbol.
-    sample = tokenizer(["an example sentence for the exporter", "a short one"],
-                       ["and its pair", "b"], padding=True, return_tensors="pt")
-    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
-    kwargs = {n: sample[n] for n in names}
-    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    with torch.no_grad(), warnings.catch_warnings(), _quiet_logger(_REGISTRATION_LOG):
-        # Every input shares the two axes; the exporter says so once per input and axis.
-        warnings.filterwarnings("ignore", message=r".*The axis name: .* will not be used")
-        warnings.filterwarnings("ignore", message=r".*LeafSpec.*")  # torch.export internals
-        torch.onnx.export(
-            _Logits(model).eval(), (), str(path), kwargs=kwargs, input_names=names,
-            output_names=["logits"], opset_version=opset, dynamo=True, external_data=False,
-            dynamic_shapes={n: {0: batch, 1: sequence} for n in names}, verbose=False)
-    return names
-
-
-def quantize_int8(src: Path, dest: Path) -> None:
-    """Dynamic int8 quantization: int8 weights, activations quantized per call.
-
-    Every MatMul with a weight and the embedding tables are quantized (onnxruntime's
-    defaults), with one scale per output channel. Tried on the demo's MiniLM-L6 teacher and
-    3-layer student (1,017 dev rows, 1 thread): fusing with
-    ``onnxruntime.transformers.optimizer`` (no attention fusion matches the dynamo graph) or
-    ``quant_pre_process`` first changed latency by < 3% and accuracy not at all; quantizing
-    MatMuls only keeps 3x the size (fp32 embeddings) and moved accuracy by -0.8 (student) and
-    +1.0 (teacher) points vs this choice: within dev-set noise (~16 rows flip either way).
-    """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    # The quantizer logs a hint to pre-process first on the root logger (see above).
-    with _quiet_logger("", drop="Please consider to run pre-processing"):
-        quantize_dynamic(src, dest, weight_type=QuantType.QInt8, per_channel=True)
-
-
-def session(path: str | Path, threads: int | None = None) -> Any:
-    """An onnxruntime CPU session with every graph optimization on.
-
-    Args:
-        path: The ``.onnx`` file.
-        threads: Intra-op threads (None: onnxruntime's default, one per physical core).
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads or 0
-    options.inter_op_num_threads = 1  # one forward at a time: no parallel branches to run
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def run_session(sess: Any, batch: dict[str, np.ndarray]) -> np.ndarray:
-    """The graph's logits for one tokenized batch (only the inputs the graph takes)."""
-    wanted = {i.name for i in sess.get_inputs()}
-    return sess.run(["logits"], {k: v for k, v in batch.items() if k in wanted})[0]
-
-
-def torch_logits(model: nn.Module, splits: list[DevSplit]) -> list[np.ndarray]:
-    """PyTorch logits ``(rows, num_labels)`` of each split from :func:`dev_batches`."""
-    model.eval()
-    with torch.inference_mode():
-        return [np.concatenate([
-            model(**{k: torch.from_numpy(v) for k, v in b.items()}).logits.float().numpy()
-            for b in batches]) for _, batches, _ in splits]
-
-
-def onnx_logits(path: str | Path, splits: list[DevSplit]) -> list[np.ndarray]:
-    """The ONNX graph's logits ``(rows, num_labels)`` of each split."""
-    sess = session(path)
-    return [np.concatenate([run_session(sess, b) for b in batches])
-            for _, batches, _ in splits]
-
-
-def score_logits(task: TaskSpec, logits: list[np.ndarray], splits: list[DevSplit]
-                 ) -> dict[str, float]:
-    """The task's metrics and ``score`` of per-split logits, as training reports them."""
-    return evaluate(task, [torch.from_numpy(x) for x in logits],
-                    [torch.from_numpy(y) for _, _, y in splits])
-
-
-def _agree(task: TaskSpec, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if task.is_regression:
-        return np.abs(a[:, 0] - b[:, 0]) < REGRESSION_TOLERANCE
-    return a.argmax(-1) == b.argmax(-1)
-
-
-def verify(model: nn.Module, graphs: dict[str, Path], task: TaskSpec,
-           splits: list[DevSplit]) -> dict[str, Any]:
-    """Compare PyTorch and each ONNX graph on the dev rows.
-
-    Args:
-        model: The PyTorch student.
-        graphs: ``{"fp32": path, "int8": path}`` (int8 optional).
-        task: The run's task.
-        splits: From :func:`dev_batches`.
-
-    Returns:
-        ``checks`` (rows, and per graph the agreement with PyTorch and the max abs logit
-        difference) and ``scores`` (task metrics and ``score`` of PyTorch and each graph).
-
-    Raises:
-        VerificationError: The fp32 graph agrees with PyTorch on fewer than
-            :data:`MIN_AGREEMENT` of the rows.
-    """
-    logits = {"pytorch": torch_logits(model, splits)}
-    logits |= {name: onnx_logits(path, splits) for name, path in graphs.items()}
-    reference = np.concatenate(logits["pytorch"])  # (all rows, num_labels)
-    checks: dict[str, Any] = {"rows": len(reference), "min_agreement": MIN_AGREEMENT}
-    for name in graphs:
-        out = np.concatenate(logits[name])
-        checks[name] = {"agreement": float(_agree(task, reference, out).mean()),
-                        "max_abs_logit_diff": float(np.abs(reference - out).max())}
-    fp32 = checks["fp32"]
-    if fp32["agreement"] < MIN_AGREEMENT:
-        raise VerificationError(
-            f"the fp32 ONNX graph predicts what PyTorch predicts on only "
-            f"{fp32['agreement']:.2%} of {checks['rows']} dev rows (need "
-            f"{MIN_AGREEMENT:.1%}; max abs logit difference {fp32['max_abs_logit_diff']:.3g}); "
-            "the export is wrong: try another --opset or report the model type")
-    scores = {name: score_logits(task, x, splits) for name, x in logits.items()}
-    return {"checks": checks, "scores": scores}
 
 
 def _file_entry(path: Path) -> dict[str, Any]:
@@ -433,7 +243,7 @@ def _write_graphs(tmp: Path, model: nn.Module, tokenizer: Any, run: Run,
         run_score=run_score,
         versions={p: version(p) for p in ("torch", "transformers", *_EXTRA_MODULES)},
         created=datetime.datetime.now().isoformat(timespec="seconds"))
-    atomic.write_json(tmp / "export.json", summary)
+    atomic.write_json(tmp / EXPORT_JSON, summary)
     return summary
 
 
@@ -462,7 +272,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, *,
         raise ExportError(f"--opset {opset}: ONNX opsets start at 7 (default: the exporter's)")
     run = load_run(run_dir, overrides)
     require_extra()
-    out = Path(out) if out is not None else run.run_dir / "export"
+    out = Path(out) if out is not None else RunDir(run.run_dir).export_dir
 
     from transformers import AutoModelForSequenceClassification
 
@@ -506,6 +316,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
               f"config from {summary['config']}", file=sys.stderr)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``litdistill-export RUN_DIR [--out DIR] [--quantize int8] [--opset N]``."""
     parser = argparse.ArgumentParser(
@@ -529,12 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     # Progress bars of loading weights and tokenizing a dev split would bury the summary.
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
-    try:
-        summary = export_run(args.run_dir, args.out, quantize=args.quantize, opset=args.opset,
-                             overrides=args.overrides)
-    except LitDistillError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    summary = export_run(args.run_dir, args.out, quantize=args.quantize, opset=args.opset,
+                         overrides=args.overrides)
     _print_summary(summary)
     return 0
 

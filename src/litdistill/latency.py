@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -88,16 +89,34 @@ def _batches(tokenizer: Any, texts: Sequence[str], batch_size: int, max_length: 
     return out
 
 
+def session(path: str | Path, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session with every graph optimization on.
+
+    Args:
+        path: The ``.onnx`` file.
+        threads: Intra-op threads (None: onnxruntime's default, one per physical core).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads or 0
+    options.inter_op_num_threads = 1  # one forward at a time: no parallel branches to run
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_session(sess: Any, batch: dict[str, np.ndarray]) -> np.ndarray:
+    """The graph's logits for one tokenized batch (only the inputs the graph takes)."""
+    wanted = {i.name for i in sess.get_inputs()}
+    return sess.run(["logits"], {k: v for k, v in batch.items() if k in wanted})[0]
+
+
 def measure_onnx(path: str | Path, tokenizer: Any, texts: Sequence[str], batch_size: int, *,
                  max_length: int = 128, threads: int | None = None, warmup: int = 3,
                  repeats: int = 10) -> dict[str, float]:
     """Time an exported ONNX graph (:mod:`litdistill.export`) exactly as :func:`measure`
     times a model: same batches, warm-up and median; ``threads`` sets onnxruntime's
     intra-op threads instead of torch's."""
-    import numpy as np
-
-    from litdistill.export import run_session, session
-
     sess = session(path, threads)
     batches = [{k: np.asarray(v, dtype=np.int64) for k, v in b.items()}
                for b in _batches(tokenizer, texts, batch_size, max_length, repeats, "np")]

@@ -9,12 +9,11 @@ and, when measured, ``latency_ms_b1``.
 from __future__ import annotations
 
 import math
-import os
 import statistics
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from litdistill import atomic
 from litdistill.tables import recipe
 
 
@@ -43,14 +42,10 @@ def _pyplot() -> Any:
 
 
 def _save(fig: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120, format="png")
-        os.replace(tmp, path)
+        atomic.write_file(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     finally:
         _pyplot().close(fig)
-        Path(tmp).unlink(missing_ok=True)
 
 
 def plot_panels(rows: list[dict[str, Any]], x: str, y: str,

@@ -23,14 +23,19 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 from litdistill import atomic
 from litdistill import latency as timing
-from litdistill.errors import LitDistillError
+from litdistill.errors import LitDistillError, cli_main
 from litdistill.plots import write_plots
+from litdistill.rundir import ONNX_FP32, ONNX_INT8, RunDir, RunDirError
+from litdistill.runs import config_key
 from litdistill.tables import PLOTS, render_csv, render_markdown
 
-__all__ = ["PLOTS", "ReportError", "build_rows", "config_key", "find_jobs", "main", "report"]
+__all__ = ["PLOTS", "ReportCallback", "ReportError", "build_rows", "config_key", "find_jobs",
+           "main", "report"]
 log = logging.getLogger(__name__)
 
 
@@ -58,17 +63,17 @@ def _json(path: Path) -> Any:
 
 
 def _load_job(job_dir: Path) -> dict[str, Any]:
-    """One job's results, with overrides and choices taken from ``.hydra/`` for old files."""
+    """One job's results, with overrides and choices taken from ``.hydra/`` for old files
+    (a damaged results.json: a failed job whose error says so)."""
+    run = RunDir(job_dir)
     try:
-        res = json.loads((job_dir / "results.json").read_text())
-        if not isinstance(res, dict) or "status" not in res:
-            raise ValueError("not a litdistill results.json (no 'status' key)")
-    except (OSError, ValueError) as err:
-        res = {"status": "failed", "error": f"unreadable results.json: {err}"}
+        res: dict[str, Any] = dict(run.read_results())
+    except RunDirError as err:
+        res = {"status": "failed", "error": str(err)}
     if res.get("overrides") is None:
-        res["overrides"] = _yaml(job_dir / ".hydra" / "overrides.yaml") or []
+        res["overrides"] = _yaml(run.overrides_path) or []
     if not res.get("choices"):
-        hydra = _yaml(job_dir / ".hydra" / "hydra.yaml") or {}
+        hydra = _yaml(run.hydra_path) or {}
         res["choices"] = (hydra.get("hydra") or {}).get("runtime", {}).get("choices") or {}
     res["job_dir"] = str(job_dir)
     return res
@@ -98,16 +103,6 @@ def find_jobs(dirs: list[Path]) -> list[dict[str, Any]]:
                 "job_dir": str(job_dir)}
             jobs.append(job)
     return jobs
-
-
-def config_key(overrides: list[str]) -> tuple[str, ...]:
-    """The overrides that define a configuration: no ``seed``, no ``hydra``/``paths`` ones."""
-    keep = []
-    for override in overrides:
-        name = override.lstrip("+~").split("=", 1)[0]
-        if name != "seed" and re.split(r"[./]", name)[0] not in ("hydra", "paths"):
-            keep.append(override)
-    return tuple(sorted(keep))
 
 
 # Override roots a KD configuration may differ in from its no-KD baseline.
@@ -237,7 +232,7 @@ def paired_gains(rows: list[dict[str, Any]]) -> None:
 
 
 # Graphs litdistill-export writes into a job's export/ folder (see litdistill.export).
-EXPORTED = {"onnx fp32": ("fp32", "model.onnx"), "onnx int8": ("int8", "model.int8.onnx")}
+EXPORTED = {"onnx fp32": ("fp32", ONNX_FP32), "onnx int8": ("int8", ONNX_INT8)}
 
 
 def export_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -245,13 +240,13 @@ def export_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     jobs): the graph's dev score from ``export.json``, its file as the model to time."""
     extra = []
     for row in [r for r in rows if r["kind"] == "student"]:
-        exports = [e for e in (_json(Path(j) / "export" / "export.json") for j in row["jobs"])
+        exports = [e for e in (_json(RunDir(j).export_json) for j in row["jobs"])
                    if isinstance(e, dict) and e.get("scores")]
         for label, (key, name) in EXPORTED.items():
             found = [e for e in exports if key in e["scores"] and name in e.get("files", {})]
             if not found:
                 continue
-            graph = Path(found[0]["source_run"]) / "export" / name
+            graph = RunDir(found[0]["source_run"]).export_dir / name
             variant = {k: row[k] for k in ("task", "params", "objective", "transfer", "augment",
                                            "temperature", "alpha_kd", "recipe")}
             variant.update(kind="export", config=f"{row['config']} [{label}]",
@@ -338,6 +333,7 @@ def report(dirs: list[Path], out: Path, latency: bool = True, threads: int = 1,
     return {"rows": rows, "jobs": jobs, "plots": plots, "notes": notes}
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``litdistill-report SWEEP_DIR [SWEEP_DIR...] [--out DIR] [--no-latency]``."""
     argv = sys.argv[1:] if argv is None else argv
@@ -354,16 +350,35 @@ def main(argv: list[str] | None = None) -> int:
                         help="timed batch-1 calls per model (default 20; batch 32: a third)")
     args = parser.parse_args(argv)
     out = args.out or args.sweep_dirs[0]
-    try:
-        result = report(args.sweep_dirs, out, latency=not args.no_latency, threads=args.threads,
-                        repeats=args.repeats, command=shlex.join(["litdistill-report", *argv]))
-    except LitDistillError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    result = report(args.sweep_dirs, out, latency=not args.no_latency, threads=args.threads,
+                    repeats=args.repeats, command=shlex.join(["litdistill-report", *argv]))
     failed = sum(not (j.get("status") == "ok" and j.get("student")) for j in result["jobs"])
     print(f"{len(result['jobs'])} jobs, {failed} failed; wrote {out}/report.md, report.csv "
           f"and {sum(result['plots'].values())} plots")
     return 0
+
+
+class ReportCallback(Callback):
+    """Hydra callback: write the sweep's report when a ``--multirun`` ends (see
+    ``conf/experiment/student_sizes.yaml``), so one command gives jobs and report.
+
+    Args:
+        latency: Measure every model's CPU latency.
+        threads: torch threads while timing.
+    """
+
+    def __init__(self, latency: bool = True, threads: int = 1) -> None:
+        self.latency, self.threads = latency, threads
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep = Path(config.hydra.sweep.dir)
+        try:
+            result = report([sweep], sweep, latency=self.latency, threads=self.threads,
+                            command=f"litdistill-report {sweep}")
+        except LitDistillError as err:
+            log.error("no report for %s: %s", sweep, err)
+            return
+        log.info("report of %d jobs: %s", len(result["jobs"]), sweep / "report.md")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import pickle
+import re
 import sys
 import time
 from pathlib import Path
@@ -25,9 +26,9 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from litdistill import atomic
 from litdistill.errors import ConfigError
 from litdistill.models import count_params
+from litdistill.rundir import SCHEMA_VERSION, Results, RunDir
 from litdistill.tasks import TaskSpec
 
 log = logging.getLogger("litdistill")
@@ -90,6 +91,17 @@ def config_sha(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def config_key(overrides: list[str]) -> tuple[str, ...]:
+    """The overrides that define a configuration (what the report groups seeds by): no
+    ``seed``, no ``hydra``/``paths`` ones."""
+    keep = []
+    for override in overrides:
+        name = override.lstrip("+~").split("=", 1)[0]
+        if name != "seed" and re.split(r"[./]", name)[0] not in ("hydra", "paths"):
+            keep.append(override)
+    return tuple(sorted(keep))
+
+
 def legacy_config_sha(cfg: DictConfig) -> str:
     """The identity runs of litdistill <= 0.1 recorded: the *unresolved* config minus the
     placement keys (resolving it always failed on ``${paths.cache_dir}`` and fell back to
@@ -105,22 +117,19 @@ def resuming(cfg: DictConfig) -> bool:
     return cfg.get("resume") not in (None, False, "false")
 
 
-def finished(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
-    """The results of an earlier ok run of this very config in ``output_dir``, if any.
+def finished(cfg: DictConfig, output_dir: Path) -> Results | None:
+    """The results of an earlier ok run of this very config in ``output_dir``, if any (a
+    damaged results.json counts as not done: the job runs again and replaces it).
 
     Raises:
         ConfigError: ``output_dir`` holds an ok run of a *different* config and ``resume`` is
             off. Hydra numbers sweep jobs by position, so rerunning a changed sweep into the
             same ``hydra.sweep.dir`` would otherwise overwrite finished runs with other ones.
     """
-    path = output_dir / "results.json"
-    if not cfg.get("skip_done") or not path.is_file():
+    if not cfg.get("skip_done"):
         return None
-    try:
-        done = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if done.get("status") != "ok":
+    done = RunDir(output_dir).ok_results()
+    if done is None:
         return None
     if done.get("config_sha") in (config_sha(cfg), legacy_config_sha(cfg)):
         return done
@@ -165,7 +174,7 @@ def resume_path(cfg: DictConfig, output_dir: Path) -> str | None:
         return None
     resume = cfg.resume
     if resume in (True, "true", "auto"):
-        last = output_dir / "checkpoints" / "last.ckpt"
+        last = RunDir(output_dir).last_checkpoint
         if not last.is_file():
             log.info("resume=true but no %s yet: starting from scratch", last)
             return None
@@ -218,13 +227,6 @@ def finish_wandb() -> None:
             wandb.finish()
 
 
-def _holds_ok(path: Path) -> bool:
-    try:
-        return json.loads(path.read_text()).get("status") == "ok"
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 class RunRecord:
     """``results.json`` of one run, written ``failed`` on any exception, ``ok`` by
     :meth:`mark_ok` + :meth:`write`; W&B is closed on exit either way.
@@ -238,12 +240,14 @@ class RunRecord:
     """
 
     def __init__(self, cfg: DictConfig, output_dir: Path) -> None:
-        self.path = output_dir / "results.json"
-        self.failure_path = output_dir / "results.failed.json" if _holds_ok(self.path) \
-            else self.path
-        self.results: dict[str, Any] = {
-            "status": "failed", "task": cfg.task.get("name"), "overrides": hydra_overrides(),
-            "run_dir": str(output_dir), "choices": choices(), "config_sha": config_sha(cfg)}
+        self.run_dir = RunDir(output_dir)
+        self.path = self.run_dir.results_path
+        # A failure never replaces an ok results.json (a damaged one it does).
+        self._failed_aside = self.run_dir.ok_results() is not None
+        self.results: Results = {
+            "schema_version": SCHEMA_VERSION, "status": "failed", "task": cfg.task.get("name"),
+            "overrides": hydra_overrides(), "run_dir": str(output_dir), "choices": choices(),
+            "config_sha": config_sha(cfg)}
         self.is_zero = True  # only rank zero writes (set once the trainer knows its rank)
         self._start = time.perf_counter()
 
@@ -251,14 +255,14 @@ class RunRecord:
         """Wall time since the run started, rounded to ms."""
         return round(time.perf_counter() - self._start, 3)
 
-    def mark_ok(self, **entries: Any) -> dict[str, Any]:
+    def mark_ok(self, **entries: Any) -> Results:
         """The results of a finished run: ``ok`` plus ``entries`` (not written yet)."""
         self.results.update(status="ok", error=None, **entries)
         return self.results
 
-    def write(self) -> dict[str, Any]:
+    def write(self) -> Results:
         """Write results.json (atomically) as it stands."""
-        atomic.write_json(self.path, self.results)
+        self.run_dir.write_results(self.results)
         return self.results
 
     def __enter__(self) -> RunRecord:
@@ -272,6 +276,6 @@ class RunRecord:
                 self.results.setdefault("teacher", None)
                 self.results.update(status="failed", error=f"{type(err).__name__}: {err}",
                                     retention=None, train_seconds=self.seconds())
-                atomic.write_json(self.failure_path, self.results)
+                self.run_dir.write_results(self.results, failed=self._failed_aside)
         finally:
             finish_wandb()

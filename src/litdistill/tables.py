@@ -14,7 +14,7 @@ PLOTS = {"score_vs_params": "student score vs parameters",
 
 def config_label(job: dict[str, Any], common: set[str]) -> str:
     """A failed job's own overrides (what it does not share with every finished job)."""
-    from litdistill.report import config_key
+    from litdistill.runs import config_key
 
     own = " ".join(o for o in config_key(job.get("overrides") or []) if o not in common)
     return own or "(defaults)"

@@ -171,7 +171,7 @@ def check_teacher(task: TaskSpec, name: str, dev_logits: Sequence[np.ndarray],
                            for y in labels]
     with warnings.catch_warnings():  # Pearson of a constant prediction: NaN, counted as 0
         warnings.simplefilter("ignore")
-        baseline = evaluate(task, baseline_logits, labels)
+        baseline = evaluate(task, baseline_logits, labels, nan_as_zero=True)
     gate = {"teacher_score": teacher["score"], "majority_score": baseline["score"],
             "min_gain": min_gain}
     if min_gain is not None and teacher["score"] <= baseline["score"] + float(min_gain):

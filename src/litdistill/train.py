@@ -41,8 +41,9 @@ from litdistill.checks import (
     check_models,
     device_of,
 )
+from litdistill.conf import CONF_DIR  # noqa: F401  (litdistill.train.CONF_DIR stays)
 from litdistill.data import GlueDataModule
-from litdistill.errors import ConfigError, LaunchError, LitDistillError
+from litdistill.errors import ConfigError, LaunchError, LitDistillError, fail
 from litdistill.finite import check_weights
 from litdistill.loggers import keep_logged_rows
 from litdistill.models import FromTeacher, ModelSpec
@@ -58,10 +59,6 @@ from litdistill.transfer import TransferSet
 log = logging.getLogger("litdistill")
 # The frozen teacher is in eval mode on purpose; Lightning warns about any such module.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
-
-# The configs ship inside the package (a wheel has them too); Hydra finds them as
-# pkg://litdistill.conf, and code composing them with initialize_config_dir uses this path.
-CONF_DIR = str(Path(__file__).resolve().parent / "conf")
 
 
 def build(node: Any, **kwargs: Any) -> Any:
@@ -376,8 +373,7 @@ def app(cfg: DictConfig) -> float:
                       cfg.paths.output_dir, type(err).__name__, err)
             return math.nan
         if isinstance(err, LitDistillError):
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(fail(err))
         raise
     score = (results.get("student") or {}).get("score")
     return math.nan if score is None else float(score)
@@ -390,8 +386,7 @@ def main() -> None:
         check_config_dirs(sys.argv[1:])
         check_group_options(sys.argv[1:])
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(fail(err))
     app()
 
 

@@ -12,7 +12,7 @@ import logging
 import sys
 
 from litdistill import zoo
-from litdistill.errors import LitDistillError
+from litdistill.errors import cli_main
 
 
 def _fetched_cell(health: zoo.Health) -> str:
@@ -51,6 +51,7 @@ def _verify(names: list[str]) -> int:
     return 0 if all(h.ok for h in checked.values()) else 1
 
 
+@cli_main
 def _run(args: argparse.Namespace) -> int:
     names = getattr(args, "names", [])
     if args.command == "fetch" and "all" in names:
@@ -92,9 +93,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         return _run(args)
-    except LitDistillError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
