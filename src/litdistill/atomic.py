@@ -13,21 +13,35 @@ from pathlib import Path
 from typing import Any
 
 
-def write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temp file in the same folder and a rename."""
+def write_file(path: str | Path, fill: Callable[[Path], None]) -> Path:
+    """Create file ``path`` by letting ``fill`` write a temp file beside it, then renaming.
+
+    The temp file keeps ``path``'s suffix (writers such as ``savefig`` choose the format
+    from it); it is removed whatever happens, so a crash leaves the old file or the new one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp",
+                               dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
+        fill(Path(tmp))
+        with open(tmp, "rb+") as fh:  # on disk before the rename makes it visible
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
     return path
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`write_file`)."""
+    return write_file(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`write_file`)."""
+    return write_file(path, lambda tmp: tmp.write_text(text))
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
@@ -35,11 +49,17 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def write_dir(path: str | Path, fill: Callable[[Path], None]) -> Path:
+def write_dir(path: str | Path, fill: Callable[[Path], None], *, replace: bool = True) -> Path:
     """Create folder ``path`` by letting ``fill`` write into a temp folder, then renaming.
 
     An existing folder is replaced only after the new one is complete, so a crash leaves
     either the old folder or the new one in place.
+
+    Args:
+        path: The folder to create.
+        fill: Writes the folder's content into the (empty) folder it is given.
+        replace: False: a folder already at ``path`` once ``fill`` is done (e.g. written by a
+            concurrent process computing the same thing) wins, and the new one is dropped.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,7 +67,9 @@ def write_dir(path: str | Path, fill: Callable[[Path], None]) -> Path:
     old = path.with_name(f".{path.name}.old")
     try:
         fill(tmp)
-        if path.exists():
+        if path.exists() or path.is_symlink():
+            if not replace:
+                return path
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
         os.replace(tmp, path)
