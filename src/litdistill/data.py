@@ -207,3 +207,11 @@ class GlueDataModule(L.LightningDataModule):
         loaders = [self._loader(s, self.eval_batch_size, False) for s in self.task.eval_splits]
         return loaders[0] if len(loaders) == 1 else loaders
 
+
+
+def build_datamodule(options: DataOptions, splits: Splits, tokenizer: PreTrainedTokenizerBase,
+                     teacher_tokenizer: PreTrainedTokenizerBase | None = None) -> GlueDataModule:
+    """The DataModule of read splits without teacher logits (tokenized through the cache)."""
+    tokenized = options.tokenize(splits, tokenizer, teacher_tokenizer)
+    return GlueDataModule(splits.task, {s: t.data for s, t in tokenized.items()}, tokenizer,
+                          options, teacher_tokenizer)

@@ -352,7 +352,7 @@ def eval_batches(data: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, bat
         return_tensors: ``pt`` (torch tensors) or ``np`` (int64 arrays, e.g. for ONNX).
     """
     # Materialized once: indexing a datasets column row by row reads Arrow each time.
-    columns = {name: data[prefix + name] for name in _MODEL_INPUTS
+    columns = {name: list(data[prefix + name]) for name in _MODEL_INPUTS
                if prefix + name in data.column_names}
     lengths = [len(ids) for ids in columns["input_ids"]]
     order = sorted(range(len(data)), key=lambda i: -lengths[i] if longest_first else lengths[i])

@@ -40,7 +40,7 @@ from litdistill.checks import (
     check_models,
     device_of,
 )
-from litdistill.data import DataOptions, GlueDataModule
+from litdistill.data import DataOptions, GlueDataModule, build_datamodule
 from litdistill.errors import ConfigError, LaunchError, LitDistillError
 from litdistill.finite import check_weights
 from litdistill.loggers import keep_logged_rows
@@ -170,9 +170,7 @@ def prepare(cfg: DictConfig, plan: Plan, results: dict[str, Any]
     task, data = plan.task, plan.data
     tokenizer = plan.student.tokenizer(plan.teacher)
     if plan.teacher is None:
-        tokenized = data.tokenize(plan.splits, tokenizer)
-        return GlueDataModule(task, {s: t.data for s, t in tokenized.items()}, tokenizer,
-                              data), None
+        return build_datamodule(data, plan.splits, tokenizer), None
     teacher_tokenizer = plan.teacher.tokenizer(None) if plan.separate_tokenizers else None
     builder = TeacherBuilder(plan.teacher, task, cfg.seed)
     wanted = unlabelled.Unlabelled(plan.transfer, plan.augment, plan.transfer_rows,
