@@ -87,6 +87,10 @@ def test_split_logits_equal_a_manual_forward(tiny_glue: Path):
             want = model(input_ids=ids, token_type_ids=torch.tensor([data["token_type_ids"][i]]),
                          attention_mask=torch.ones_like(ids)).logits[0].numpy()
             np.testing.assert_allclose(got[i], want, atol=1e-5)
+    pairs = list(eval_batches(data, tokenizer, 5, return_tensors="np"))
+    order = [r for at, _ in pairs for r in at]
+    bare = split_logits(model, [inputs for _, inputs in pairs])  # rows in batch order
+    np.testing.assert_allclose(bare, got[order], atol=1e-5)
     assert not any(p.is_inference() for p in model.parameters())  # still trainable later
     with pytest.raises(ValueError, match="no rows"):
         split_logits(model, iter(()))

@@ -365,14 +365,14 @@ def eval_batches(data: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, bat
         yield rows, padded
 
 
-def split_logits(model: nn.Module, batches: Iterable[Batch], rows: int | None = None,
-                 device: torch.device | str = "cpu") -> np.ndarray:
+def split_logits(model: nn.Module, batches: Iterable[Batch | Mapping[str, Any]],
+                 rows: int | None = None, device: torch.device | str = "cpu") -> np.ndarray:
     """A model's logits for every row of a split, in row order.
 
     Args:
         model: A sequence classifier (put in eval mode and on ``device`` here).
-        batches: ``(row positions, inputs)`` covering every row once (:func:`eval_batches`);
-            inputs are tensors or arrays.
+        batches: ``(row positions, inputs)`` covering every row once (:func:`eval_batches`),
+            or bare inputs (rows in batch order); inputs are tensors or arrays.
         rows: Rows in the split (None: as many as the batches hold).
         device: Where to run it.
 
@@ -385,10 +385,12 @@ def split_logits(model: nn.Module, batches: Iterable[Batch], rows: int | None = 
     model.eval().to(device)  # moved outside inference mode: the weights stay normal tensors
     positions, parts = [], []
     with torch.inference_mode():
-        for at, inputs in batches:
+        for item in batches:
+            at, inputs = (None, item) if isinstance(item, Mapping) else item
             tensors = {k: torch.as_tensor(v).to(device) for k, v in inputs.items()}
             parts.append(model(**tensors).logits.float().cpu().numpy())
-            positions.extend(at)
+            positions.extend(range(len(positions), len(positions) + len(parts[-1]))
+                             if at is None else at)
     if not parts:
         raise ValueError("no rows to compute logits on")
     out = np.zeros((len(positions) if rows is None else rows, parts[0].shape[-1]), np.float32)
