@@ -66,13 +66,12 @@ def _overrides(run_dir: Path, default: str) -> list[str]:
 
 def dev_texts(run: Run, n: int) -> list[str]:
     """The first ``n`` dev sentences of the run's task (single-sentence tasks)."""
-    from litdistill.data import GlueDataModule
+    from litdistill.reader import read_splits
 
     if len(run.task.text_fields) != 1:
         sys.exit(f"error: task {run.task.name} has sentence pairs; time a single-sentence task")
-    datamodule = GlueDataModule(task=run.task, glue_dir=run.data["glue_dir"],
-                                data_files=run.data_files, seed=run.data["seed"])
-    split = datamodule.load_raw()[run.task.eval_splits[0]]
+    splits = read_splits(run.task, glue_dir=run.data["glue_dir"], data_files=run.data_files)
+    split = splits.raw[run.task.eval_splits[0]]
     return list(split[run.task.text_fields[0]][:n])
 
 

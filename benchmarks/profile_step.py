@@ -55,7 +55,7 @@ from timing import sync
 from torch.autograd.profiler import record_function
 from torch.profiler import ProfilerActivity, profile
 
-from litdistill.data import GlueDataModule
+from litdistill.data import DataOptions, build_datamodule
 from litdistill.module import DistillationModule
 from litdistill.objective import Objective
 from litdistill.optim import linear_warmup_decay
@@ -245,12 +245,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     console.print(pair.describe())
     work = workdir("profile")
     n_steps = args.warmup + args.steps
-    datamodule = GlueDataModule(
-        TASKS["sst2"], glue_dir=args.glue_dir, max_length=args.max_length,
+    options = DataOptions(
+        glue_dir=args.glue_dir, max_length=args.max_length,
         batch_size=args.batch_size, max_train_samples=n_steps * args.batch_size,
         max_eval_samples=64, num_workers=args.num_workers, pin_memory=gpu, seed=args.seed,
         cache_dir=str(work / "tokenized"))
-    datamodule.set_tokenizer(pair.tokenizer)
+    datamodule = build_datamodule(options, options.read(TASKS["sst2"]), pair.tokenizer)
     collate = datamodule._collate  # the loader's collate_fn, named in the profile
     datamodule._collate = lambda: _ranged("data.collate", collate())
     module = DistillationModule(

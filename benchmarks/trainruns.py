@@ -84,13 +84,12 @@ def warm_up(overrides: list[str], run_dir: Path) -> None:
 def prepare_tokenized(args: argparse.Namespace, tokenizer_folder: Path, data_cache: Path,
                       max_train_samples: int | None, max_eval_samples: int | None) -> None:
     """Tokenize SST-2 into ``data_cache`` before any timed run, so no run pays for it."""
-    from litdistill.data import GlueDataModule
+    from litdistill.data import DataOptions
     from litdistill.models import load_tokenizer
     from litdistill.tasks import TASKS
 
-    dm = GlueDataModule(TASKS["sst2"], glue_dir=args.glue_dir, cache_dir=str(data_cache),
-                        max_train_samples=max_train_samples, max_eval_samples=max_eval_samples,
-                        seed=args.seed)
-    dm.set_tokenizer(load_tokenizer(str(tokenizer_folder)))
-    dm.prepare_data()
+    options = DataOptions(glue_dir=args.glue_dir, cache_dir=str(data_cache),
+                          max_train_samples=max_train_samples,
+                          max_eval_samples=max_eval_samples, seed=args.seed)
+    options.tokenize(options.read(TASKS["sst2"]), load_tokenizer(str(tokenizer_folder)))
 

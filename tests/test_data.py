@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from litdistill.data import GlueDataModule
+from litdistill.data import DataOptions, GlueDataModule, build_datamodule
 from litdistill.errors import ConfigError
 from litdistill.models import char_tokenizer
+from litdistill.reader import read_splits
 from litdistill.readers import read_glue_tsv
 from litdistill.tasks import GLUE_TASKS, get_task, known_tasks, score
 
@@ -56,8 +57,7 @@ def test_reads_each_glue_layout(tiny_glue: Path, task: str, n_fields: int):
 
 
 def test_mnli_has_two_eval_splits(tiny_glue: Path):
-    dm = GlueDataModule(GLUE_TASKS["mnli"], glue_dir=str(tiny_glue))
-    raw = dm.load_raw()
+    raw = read_splits(GLUE_TASKS["mnli"], glue_dir=str(tiny_glue)).raw
     assert set(raw) == {"train", "validation_matched", "validation_mismatched"}
     assert set(raw["train"]["label"]) == {0, 1, 2}
 
@@ -67,9 +67,8 @@ def test_label_outside_range_names_file_and_line(tmp_path: Path):
     folder.mkdir()
     (folder / "train.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t7\n")
     (folder / "dev.tsv").write_text("sentence\tlabel\ngood\t1\n")
-    dm = GlueDataModule(GLUE_TASKS["sst2"], glue_dir=str(tmp_path))
     with pytest.raises(ConfigError, match=r"train\.tsv:3: label '7' is outside"):
-        dm.load_raw()
+        read_splits(GLUE_TASKS["sst2"], glue_dir=str(tmp_path))
 
 
 def test_empty_split_is_refused(tmp_path: Path):
@@ -78,17 +77,17 @@ def test_empty_split_is_refused(tmp_path: Path):
     (folder / "train.tsv").write_text("sentence\tlabel\ngood\t1\n")
     (folder / "dev.tsv").write_text("sentence\tlabel\n")
     with pytest.raises(ConfigError, match="'validation' of task 'sst2' is empty"):
-        GlueDataModule(GLUE_TASKS["sst2"], glue_dir=str(tmp_path)).load_raw()
+        read_splits(GLUE_TASKS["sst2"], glue_dir=str(tmp_path))
 
 
 def test_missing_files_say_where_and_glue_dir(tmp_path: Path):
     with pytest.raises(ConfigError, match=r"missing data file.*RTE/train\.tsv.*GLUE_DIR"):
-        GlueDataModule(GLUE_TASKS["rte"], glue_dir=str(tmp_path)).load_raw()
+        read_splits(GLUE_TASKS["rte"], glue_dir=str(tmp_path))
 
 
 def test_no_glue_dir_offline_is_refused():
     with pytest.raises(ConfigError, match="Hub is offline.*GLUE_DIR"):
-        GlueDataModule(GLUE_TASKS["rte"], glue_dir=None).load_raw()
+        read_splits(GLUE_TASKS["rte"], glue_dir=None)
 
 
 def test_custom_files_jsonl_and_csv(tmp_path: Path):
@@ -98,29 +97,23 @@ def test_custom_files_jsonl_and_csv(tmp_path: Path):
     dev.write_text("text,y\ngreat,pos\n")
     spec = get_task({"name": "custom", "text_fields": ["text"], "label_field": "y",
                      "num_labels": 2, "label_names": ["neg", "pos"]})
-    dm = GlueDataModule(spec, data_files={"train": str(train), "validation": str(dev)})
-    raw = dm.load_raw()
+    raw = read_splits(spec, data_files={"train": str(train), "validation": str(dev)}).raw
     assert raw["train"]["label"] == [1, 0] and raw["validation"]["label"] == [1]
-    bad = GlueDataModule(spec, data_files={"train": str(train), "validation": str(tmp_path)})
     with pytest.raises(ConfigError, match="missing data file for split 'validation'"):
-        bad.load_raw()
+        read_splits(spec, data_files={"train": str(train), "validation": str(tmp_path)})
 
 
 def test_subsampling_is_seeded(tiny_glue: Path):
     def idx(seed: int) -> list[int]:
-        dm = GlueDataModule(GLUE_TASKS["sst2"], glue_dir=str(tiny_glue), max_train_samples=10,
-                            seed=seed)
-        return dm.load_raw()["train"]["idx"]
+        options = DataOptions(glue_dir=str(tiny_glue), max_train_samples=10, seed=seed)
+        return options.read(GLUE_TASKS["sst2"]).raw["train"]["idx"]
 
     assert idx(1) == idx(1) and idx(1) != idx(2) and len(idx(1)) == 10
 
 
 def _module(tiny_glue: Path, cache: Path, **kwargs) -> GlueDataModule:
-    dm = GlueDataModule(GLUE_TASKS["sst2"], glue_dir=str(tiny_glue), cache_dir=str(cache),
-                        batch_size=8, **kwargs)
-    dm.set_tokenizer(char_tokenizer())
-    dm.setup("fit")
-    return dm
+    options = DataOptions(glue_dir=str(tiny_glue), cache_dir=str(cache), batch_size=8, **kwargs)
+    return build_datamodule(options, options.read(GLUE_TASKS["sst2"]), char_tokenizer())
 
 
 def test_tokenized_cache_is_reused_and_keyed(tiny_glue: Path, tmp_path: Path):

@@ -89,20 +89,18 @@ def test_separate_tokenizers_logit_kd(make_cfg, word_tokenizer_dir, tmp_path):
 def test_dual_tokenization_batches(tiny_glue, tmp_path, word_tokenizer_dir):
     from transformers import AutoTokenizer
 
-    from litdistill.data import GlueDataModule
+    from litdistill.data import DataOptions, build_datamodule
     from litdistill.models import char_tokenizer
     from litdistill.tasks import GLUE_TASKS
 
-    dm = GlueDataModule(GLUE_TASKS["mrpc"], glue_dir=str(tiny_glue), cache_dir=str(tmp_path))
+    options = DataOptions(glue_dir=str(tiny_glue), cache_dir=str(tmp_path))
+    splits = options.read(GLUE_TASKS["mrpc"])
     word = AutoTokenizer.from_pretrained(word_tokenizer_dir)
-    dm.set_tokenizer(word, char_tokenizer())
-    dm.setup("fit")
+    dm = build_datamodule(options, splits, word, char_tokenizer())
     batch = next(iter(dm.train_dataloader()))
     assert batch["teacher_input_ids"].shape[0] == batch["input_ids"].shape[0]
     # Characters make longer sequences than words: each side is padded on its own.
     assert batch["teacher_input_ids"].shape[1] > batch["input_ids"].shape[1]
     assert int(batch["teacher_attention_mask"].sum()) > int(batch["attention_mask"].sum())
-    single = GlueDataModule(GLUE_TASKS["mrpc"], glue_dir=str(tiny_glue), cache_dir=str(tmp_path))
-    single.set_tokenizer(word)
-    single.setup("fit")
+    build_datamodule(options, splits, word)
     assert len(list(tmp_path.iterdir())) == 4  # the dual tokenization has its own cache keys

@@ -30,7 +30,7 @@ import torch
 from omegaconf import open_dict
 from safetensors.torch import load_file
 
-from litdistill.data import GlueDataModule
+from litdistill.reader import read_splits
 from litdistill.tasks import get_task
 from litdistill.train import train
 
@@ -392,7 +392,7 @@ def test_real_glue_files_load_completely(real_glue, task):
     spec = get_task({"name": task})
     if not (real_glue / spec.glue_dir_name).is_dir():
         pytest.skip(f"{real_glue / spec.glue_dir_name} is not in this copy of GLUE")
-    raw = GlueDataModule(task=spec, glue_dir=str(real_glue)).load_raw()
+    raw = read_splits(spec, glue_dir=str(real_glue)).raw
     assert {split: len(ds) for split, ds in raw.items()} == REAL_ROWS[task]
     for ds in raw.values():
         labels = ds["label"]

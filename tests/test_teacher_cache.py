@@ -15,11 +15,12 @@ import torch
 from omegaconf import open_dict
 
 from litdistill import models
-from litdistill.data import GlueDataModule
+from litdistill.data import DataOptions, GlueDataModule
 from litdistill.errors import ConfigError
 from litdistill.models import Sized, char_tokenizer
 from litdistill.module import DistillationModule
 from litdistill.objective import Objective
+from litdistill.reader import eval_batches, split_key, split_logits, tokenize_split
 from litdistill.tasks import get_task
 from litdistill.teacher_cache import TeacherCache, entry_key, weights_fingerprint
 from litdistill.train import train
@@ -52,12 +53,11 @@ def fine_tuned_teacher(tmp_path_factory, tiny_glue, word_tokenizer_dir) -> Path:
     return run / "student"
 
 
-def _datamodule(tiny_glue: Path, cache: Path, **kwargs) -> GlueDataModule:
-    dm = GlueDataModule(get_task({"name": "sst2"}), glue_dir=str(tiny_glue),
-                        cache_dir=str(cache), **kwargs)
-    dm.load_raw()
-    dm.set_tokenizer(char_tokenizer())
-    return dm
+def _key(glue: Path, split: str = "train", task: str = "sst2", **kwargs) -> str:
+    """The tokenized split's cache key (what the teacher cache keys on)."""
+    options = DataOptions(glue_dir=str(glue), **kwargs)
+    return split_key(options.read(get_task({"name": task})), split, char_tokenizer(),
+                     options.max_length)
 
 
 def test_key_changes_with_every_input(tiny_glue, tmp_path):
@@ -67,23 +67,17 @@ def test_key_changes_with_every_input(tiny_glue, tmp_path):
     torch.manual_seed(1)
     teacher_b = weights_fingerprint(None, spec.build(2, False))
     assert teacher_a != teacher_b  # other weights
-    base = _datamodule(tiny_glue, tmp_path / "c")
-    keys = {entry_key(teacher_a, base.cache_key("train")),
-            entry_key(teacher_b, base.cache_key("train")),  # teacher
-            entry_key(teacher_a, base.cache_key("validation")),  # split
-            entry_key(teacher_a, _datamodule(tiny_glue, tmp_path / "c", max_length=16)
-                      .cache_key("train")),  # preprocessing
-            entry_key(teacher_a, _datamodule(tiny_glue, tmp_path / "c", max_train_samples=10)
-                      .cache_key("train"))}  # subsampling
+    keys = {entry_key(teacher_a, _key(tiny_glue)),
+            entry_key(teacher_b, _key(tiny_glue)),  # teacher
+            entry_key(teacher_a, _key(tiny_glue, "validation")),  # split
+            entry_key(teacher_a, _key(tiny_glue, max_length=16)),  # preprocessing
+            entry_key(teacher_a, _key(tiny_glue, max_train_samples=10))}  # subsampling
     other_data = tmp_path / "glue"
     shutil.copytree(tiny_glue, other_data)
     with (other_data / "SST-2" / "train.tsv").open("a") as fh:
         fh.write("one more good line\t1\n")
-    keys.add(entry_key(teacher_a, _datamodule(other_data, tmp_path / "c").cache_key("train")))
-    task_b = GlueDataModule(get_task({"name": "cola"}), glue_dir=str(tiny_glue))
-    task_b.load_raw()
-    task_b.set_tokenizer(char_tokenizer())
-    keys.add(entry_key(teacher_a, task_b.cache_key("train")))  # task
+    keys.add(entry_key(teacher_a, _key(other_data)))
+    keys.add(entry_key(teacher_a, _key(tiny_glue, task="cola")))  # task
     assert len(keys) == 7
     # and a folder teacher is keyed by its files' bytes
     folder = tmp_path / "t"
@@ -153,14 +147,15 @@ def test_cached_logits_give_the_live_loss(tiny_glue, tmp_path):
     with torch.no_grad():  # a confident teacher, so the KD term is far from zero
         teacher.classifier.weight.mul_(200.0)
     student = Sized(1, 32, 2, 64).build(2, False)
-    dm = _datamodule(tiny_glue, tmp_path / "tok")
-    from litdistill.teacher_cache import run_teacher
-
-    rows = len(dm.tokenized("train"))
+    options, tokenizer = DataOptions(glue_dir=str(tiny_glue)), char_tokenizer()
+    splits = options.read(task)
+    tokenized = {s: tokenize_split(splits, s, tokenizer, max_length=options.max_length).data
+                 for s in splits.raw}
+    rows = len(tokenized["train"])
     logits = TeacherCache(tmp_path / "teacher", "auto").get(
-        "k", rows, lambda: run_teacher(teacher, dm.teacher_batches("train", 16), rows), {})
-    dm.set_teacher_logits({"train": logits})
-    dm.setup("fit")
+        "k", rows,
+        lambda: split_logits(teacher, eval_batches(tokenized["train"], tokenizer, 16), rows), {})
+    dm = GlueDataModule(task, tokenized, tokenizer, options, teacher_logits={"train": logits})
     batch = next(iter(dm.train_dataloader()))
     assert batch["teacher_logits"].shape == (dm.batch_size, 2)
     assert batch["teacher_logits"].dtype == torch.float32

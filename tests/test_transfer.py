@@ -45,13 +45,11 @@ def test_train_rest_rows_are_the_rest_and_cached_like_train(make_cfg, tmp_path):
 
 def test_the_labelled_subset_does_not_move_with_the_run_seed(make_cfg, tmp_path):
     """data.subset_seed fixes L (and so U) for every seed: teachers and students share it."""
-    from litdistill.data import GlueDataModule
+    from hydra.utils import instantiate
 
     def rows(seed: int) -> list[int]:
         cfg = make_cfg("data.max_train_samples=16", "data.subset_seed=0", f"seed={seed}")
-        dm = GlueDataModule(get_task(cfg.task), glue_dir=cfg.data.glue_dir,
-                            max_train_samples=16, seed=seed, subset_seed=0)
-        return dm.load_raw()["train"]["idx"]
+        return instantiate(cfg.data).read(get_task(cfg.task)).raw["train"]["idx"]
 
     assert rows(1) == rows(2)
 

@@ -160,9 +160,9 @@ def load_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> Run:
                           f"{results['task']!r}; pass the run's own overrides")
     keys = ("glue_dir", "max_length", "max_eval_samples", "eval_batch_size")
     data = {k: OmegaConf.select(cfg, f"data.{k}", default=None) for k in keys}
-    data["seed"] = OmegaConf.select(cfg, "data.seed", default=None)
-    if data["seed"] is None:
-        data["seed"] = OmegaConf.select(cfg, "seed", default=42)
+    # The dev subset training scored: data.subset_seed, else data.seed, else seed.
+    data["seed"] = next((v for v in (OmegaConf.select(cfg, k, default=None) for k in (
+        "data.subset_seed", "data.seed", "seed")) if v is not None), 42)
     files = cfg.task.get("data_files")
     data_files = OmegaConf.to_container(files, resolve=True) if files else None
     return Run(run.path, results, run.student_dir, task, data, data_files, source)
@@ -175,32 +175,19 @@ def dev_batches(run: Run, tokenizer: Any) -> list[DevSplit]:
         Per eval split: ``(name, batches, labels)``; batches hold int64 ``(B, T)`` arrays,
         rows sorted by length (less padding), ``labels`` in the same row order.
     """
-    from litdistill.data import GlueDataModule
+    from litdistill.reader import eval_batches, read_splits, tokenize_split
 
     data = run.data
-    datamodule = GlueDataModule(
-        task=run.task, glue_dir=data["glue_dir"], data_files=run.data_files,
-        max_length=data["max_length"] or 128, max_eval_samples=data["max_eval_samples"],
-        seed=data["seed"])
-    datamodule.load_raw()
-    datamodule.set_tokenizer(tokenizer)
-    batch_size = data["eval_batch_size"] or 64
-    splits = []
-    for split in run.task.eval_splits:
-        ds = datamodule.tokenized(split)
-        # Materialized once: indexing a datasets column row by row reads Arrow each time.
-        columns = {k: list(ds[k]) for k in ("input_ids", "attention_mask", "token_type_ids")
-                   if k in ds.column_names}
-        order = sorted(range(len(ds)), key=lambda i: len(columns["input_ids"][i]))
-        batches = []
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
-            features = [{k: v[i] for k, v in columns.items()} for i in rows]
-            padded = tokenizer.pad(features, return_tensors="np")
-            batches.append({k: np.asarray(v, dtype=np.int64) for k, v in padded.items()})
-        labels = np.asarray(ds["label"])[order]
-        splits.append((split, batches, labels))
-    return splits
+    splits = read_splits(run.task, glue_dir=data["glue_dir"], data_files=run.data_files,
+                         max_eval_samples=data["max_eval_samples"], subset_seed=data["seed"])
+    batch_size, out = data["eval_batch_size"] or 64, []
+    for split in splits.task.eval_splits:
+        ds = tokenize_split(splits, split, tokenizer, max_length=data["max_length"] or 128).data
+        pairs = list(eval_batches(ds, tokenizer, batch_size, longest_first=False,
+                                  return_tensors="np"))
+        order = [row for rows, _ in pairs for row in rows]
+        out.append((split, [batch for _, batch in pairs], np.asarray(ds["label"])[order]))
+    return out
 
 
 def _file_entry(path: Path) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from torch import nn
 from litdistill.errors import LitDistillError
 from litdistill.latency import run_session, session
 from litdistill.metrics import evaluate
+from litdistill.reader import split_logits
 from litdistill.tasks import TaskSpec
 
 # Rows on which the fp32 graph must predict what PyTorch predicts. Not 1.0: a row whose two
@@ -129,11 +130,7 @@ def quantize_int8(src: Path, dest: Path) -> None:
 
 def torch_logits(model: nn.Module, splits: list[DevSplit]) -> list[np.ndarray]:
     """PyTorch logits ``(rows, num_labels)`` of each split from :func:`dev_batches`."""
-    model.eval()
-    with torch.inference_mode():
-        return [np.concatenate([
-            model(**{k: torch.from_numpy(v) for k, v in b.items()}).logits.float().numpy()
-            for b in batches]) for _, batches, _ in splits]
+    return [split_logits(model, batches) for _, batches, _ in splits]
 
 
 def onnx_logits(path: str | Path, splits: list[DevSplit]) -> list[np.ndarray]:

@@ -11,8 +11,9 @@ subsampling). A changed input gives a new key, never a stale hit.
 Layout: ``<root>/<key>/logits.npy`` (float16, ``[rows, num_labels]``, row ``i`` = row ``i``
 of the tokenized split) and ``meta.json``. fp16 keeps 3 significant digits, which changes a
 KD loss by about 1e-3 relative and never flips a prediction except exact near-ties.
-Entries are written into a temp folder and renamed (a crashed writer leaves no entry), under
-a file lock per key (concurrent jobs compute an entry once; the others wait and read it).
+Entries are written into a temp folder and renamed (:func:`litdistill.atomic.write_dir`: a
+crashed writer leaves no entry), under a file lock per key (concurrent jobs compute an entry
+once; the others wait and read it).
 
 Every read is checked: ``meta.json`` records the sha256 of the ``logits.npy`` bytes, its shape
 and dtype, and the logits must all be finite. An entry that fails (a flipped byte, a file
@@ -35,20 +36,16 @@ import hashlib
 import io
 import json
 import logging
-import shutil
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from filelock import FileLock
-from torch import Tensor, nn
+from torch import nn
 
-from litdistill.atomic import sha256_file
+from litdistill import atomic
 from litdistill.errors import ConfigError
-from litdistill.models import freeze
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +73,7 @@ def weights_fingerprint(folder: str | Path | None, model: nn.Module | None = Non
     if folder is not None and Path(folder).is_dir():
         files = sorted(f for pattern in _WEIGHT_FILES for f in Path(folder).glob(pattern))
         for file in files:
-            digest.update(f"{file.name}:{sha256_file(file)}".encode())
+            digest.update(f"{file.name}:{atomic.sha256_file(file)}".encode())
         return digest.hexdigest()
     if model is None:
         raise ValueError("a teacher without a weights folder must be built to be hashed")
@@ -213,23 +210,20 @@ class TeacherCache:
         return hit
 
     def _write(self, key: str, logits: np.ndarray, meta: dict[str, Any]) -> None:
-        dest = self._dir(key)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=self.root))
-        try:
-            buffer = io.BytesIO()
-            np.save(buffer, logits)
-            data = buffer.getvalue()
+        buffer = io.BytesIO()
+        np.save(buffer, logits)
+        data = buffer.getvalue()
+        # The checks' fields come last, so a caller's meta cannot override them.
+        meta = {**meta, "format": FORMAT, "rows": logits.shape[0],
+                "num_labels": logits.shape[1], "dtype": "float16",
+                "sha256": hashlib.sha256(data).hexdigest()}
+
+        def fill(tmp: Path) -> None:
             (tmp / "logits.npy").write_bytes(data)
-            # The checks' fields come last, so a caller's meta cannot override them.
-            meta = {**meta, "format": FORMAT, "rows": logits.shape[0],
-                    "num_labels": logits.shape[1], "dtype": "float16",
-                    "sha256": hashlib.sha256(data).hexdigest()}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-            if dest.exists():  # mode=write replaces an entry; readers hold memory copies
-                shutil.rmtree(dest)
-            tmp.rename(dest)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+        # mode=write replaces an entry (readers hold memory copies); under the key's lock.
+        atomic.write_dir(self._dir(key), fill)
 
     def meta(self, key: str) -> dict[str, Any]:
         """The entry's meta.json ({} when absent or unreadable)."""
@@ -239,28 +233,3 @@ class TeacherCache:
             return {}
         return meta if isinstance(meta, dict) else {}
 
-
-@torch.no_grad()
-def run_teacher(teacher: nn.Module, batches: Iterable[tuple[list[int], dict[str, Tensor]]],
-                rows: int, device: torch.device | str = "cpu") -> np.ndarray:
-    """Teacher logits for every row of a split, in row order.
-
-    Args:
-        teacher: The teacher (put in eval mode here: no dropout, deterministic).
-        batches: ``(row positions, padded inputs)`` pairs covering every row once.
-        rows: Rows in the split.
-        device: Where to run it.
-
-    Returns:
-        ``[rows, num_labels]`` float32 logits.
-    """
-    freeze(teacher).to(device)
-    out: np.ndarray | None = None
-    for positions, inputs in batches:
-        logits = teacher(**{k: v.to(device) for k, v in inputs.items()}).logits.float().cpu()
-        if out is None:
-            out = np.zeros((rows, logits.shape[-1]), dtype=np.float32)
-        out[positions] = logits.numpy()
-    if out is None:
-        raise ValueError("no rows to run the teacher on")
-    return out

@@ -22,8 +22,9 @@ from transformers import PreTrainedModel
 from litdistill.errors import ConfigError
 from litdistill.metrics import evaluate
 from litdistill.models import ModelSpec, Pretrained, count_params, freeze
+from litdistill.reader import Batch, split_logits
 from litdistill.tasks import TaskSpec
-from litdistill.teacher_cache import TeacherCache, entry_key, run_teacher, weights_fingerprint
+from litdistill.teacher_cache import TeacherCache, entry_key, weights_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class SplitSource:
 
     key: str
     rows: int
-    batches: Callable[[], Iterable[tuple[list[int], dict[str, torch.Tensor]]]]
+    batches: Callable[[], Iterable[Batch]]
 
 
 def teacher_outputs(builder: TeacherBuilder, cache: TeacherCache,
@@ -120,7 +121,7 @@ def teacher_outputs(builder: TeacherBuilder, cache: TeacherCache,
             computed.append(split)
             log.info("computing teacher logits on %s/%s (%d rows)", builder.task.name,
                      split, source.rows)
-            return run_teacher(builder.model(), source.batches(), source.rows, device)
+            return split_logits(builder.model(), source.batches(), source.rows, device)
 
         meta = {"teacher": builder.spec.name, "task": builder.task.name, "split": split}
         if builder.built:

@@ -24,6 +24,7 @@ from typing import Any
 import datasets
 import hydra
 import lightning as L
+import numpy as np
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -33,6 +34,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from litdistill import atomic, runs, unlabelled
 from litdistill.augment import Augment
+from litdistill.batching import TEACHER_PREFIX
 from litdistill.callbacks import EpochTimer, PhaseLog, RngState
 from litdistill.checks import (
     check_config_dirs,
@@ -42,7 +44,7 @@ from litdistill.checks import (
     device_of,
 )
 from litdistill.conf import CONF_DIR  # noqa: F401  (litdistill.train.CONF_DIR stays)
-from litdistill.data import GlueDataModule
+from litdistill.data import DataOptions, GlueDataModule, build_datamodule
 from litdistill.errors import ConfigError, LaunchError, LitDistillError, fail
 from litdistill.finite import check_weights
 from litdistill.loggers import keep_logged_rows
@@ -50,6 +52,7 @@ from litdistill.models import FromTeacher, ModelSpec
 from litdistill.module import DistillationModule
 from litdistill.objective import Objective
 from litdistill.optim import probe_factories
+from litdistill.reader import Splits, TokenizedSplit, eval_batches
 from litdistill.settings import check_max_length, check_writable, validate_settings
 from litdistill.tasks import TaskSpec, get_task
 from litdistill.teacher_cache import TeacherCache, check_mode
@@ -79,7 +82,8 @@ class Plan:
 
     task: TaskSpec
     objective: Objective
-    datamodule: GlueDataModule
+    data: DataOptions
+    splits: Splits  # the raw splits, read and validated
     teacher: ModelSpec | None
     student: ModelSpec
     separate_tokenizers: bool
@@ -107,65 +111,81 @@ def validate(cfg: DictConfig, output_dir: Path) -> Plan:
     task = get_task(cfg.task)
     objective: Objective = build(cfg.distill)
     data_files = cfg.task.get("data_files")
-    datamodule: GlueDataModule = build(cfg.data)(
-        task=task,
-        data_files=OmegaConf.to_container(data_files, resolve=True) if data_files else None)
-    datamodule.load_raw()
-    task = datamodule.task  # a custom task's classes may come from its training file
+    data: DataOptions = build(cfg.data)
+    splits = data.read(task, OmegaConf.to_container(data_files, resolve=True)
+                       if data_files else None)
+    task = splits.task  # a custom task's classes may come from its training file
     teacher = build(cfg.teacher) if cfg.get("teacher") else None
     student = build(cfg.student)
-    separate = check_models(task, teacher, student, objective, datamodule.separate_tokenizers)
-    check_max_length(datamodule.max_length, teacher, student)
+    separate = check_models(task, teacher, student, objective, data.separate_tokenizers)
+    check_max_length(data.max_length, teacher, student)
     transfer = build(cfg.transfer) if cfg.get("transfer") else TransferSet()
     augment = build(cfg.augment) if cfg.get("augment") else Augment()
     unlabelled.check(transfer, augment, objective,
                      lambda: student.tokenizer(teacher).get_vocab())
-    rows, source = unlabelled.transfer_rows(datamodule, transfer)
-    return Plan(task, objective, datamodule, teacher, student, separate,
+    rows, source = unlabelled.transfer_rows(splits, transfer,
+                                            [data.max_train_samples, data.subset_seed])
+    return Plan(task, objective, data, splits, teacher, student, separate,
                 check_mode(str(cfg.get("teacher_cache") or "off")),
                 runs.resume_path(cfg, output_dir),
                 objective.total_epochs(cfg.trainer.max_epochs), transfer, augment, rows, source)
 
 
-def _sources(datamodule: GlueDataModule, splits: list[str]) -> dict[str, SplitSource]:
-    batch_size = datamodule.eval_batch_size
-    return {s: SplitSource(datamodule.cache_key(s), len(datamodule.tokenized(s)),
-                           lambda s=s: datamodule.teacher_batches(s, batch_size))
-            for s in splits}
+def _sources(tokenized: dict[str, TokenizedSplit], tokenizer: PreTrainedTokenizerBase,
+             teacher_tokenizer: PreTrainedTokenizerBase | None,
+             batch_size: int) -> dict[str, SplitSource]:
+    # The teacher reads its own tokenization when the vocabularies differ.
+    prefix = TEACHER_PREFIX if teacher_tokenizer is not None else ""
+    pad = teacher_tokenizer or tokenizer
+    return {s: SplitSource(t.key, len(t.data),
+                           lambda t=t: eval_batches(t.data, pad, batch_size, prefix=prefix))
+            for s, t in tokenized.items()}
 
 
-def prepare(cfg: DictConfig, plan: Plan, results: dict[str, Any]) -> TeacherSide | None:
-    """Tokenize, build the unlabelled rows, then get the teacher's logits (cache or forward
-    pass) and check its quality.
-
-    Dev logits come first (score, gate, agreement); train logits only once the teacher
-    passed the gate, and only when KD logits are all training needs from it.
-    """
-    dm, task = plan.datamodule, plan.task
-    dm.set_tokenizer(plan.student.tokenizer(plan.teacher),
-                     plan.teacher.tokenizer(None) if plan.separate_tokenizers else None)
-    if plan.teacher is None:
-        return None
-    builder = TeacherBuilder(plan.teacher, task, cfg.seed)
-    results["transfer"] = unlabelled.attach(dm, plan.transfer, plan.augment, plan.transfer_rows,
-                                            plan.transfer_source, builder,
-                                            Path(cfg.paths.cache_dir))
+def _teacher_logits(cfg: DictConfig, plan: Plan, builder: TeacherBuilder,
+                    sources: dict[str, SplitSource], labels: dict[str, list],
+                    results: dict[str, Any]) -> tuple[TeacherSide, dict[str, np.ndarray]]:
+    """Dev logits first (score, gate, agreement); train (and transfer) logits only once the
+    teacher passed the gate, and only when KD logits are all training needs from it."""
+    task, evals = plan.task, list(plan.task.eval_splits)
     cache = TeacherCache(Path(cfg.paths.cache_dir) / "teacher", plan.cache_mode)
-    outputs, info = teacher_outputs(builder, cache, _sources(dm, list(task.eval_splits)),
+    outputs, info = teacher_outputs(builder, cache, {s: sources[s] for s in evals},
                                     device_of(cfg))
     scores, results["teacher_gate"] = check_teacher(
-        task, plan.teacher.name, [outputs[s] for s in task.eval_splits],
-        [dm.tokenized(s)["label"] for s in task.eval_splits], dm.tokenized("train")["label"],
-        cfg.get("teacher_gate"))
+        task, plan.teacher.name, [outputs[s] for s in evals], [labels[s] for s in evals],
+        labels["train"], cfg.get("teacher_gate"))
     if plan.objective.train_logits_cached(plan.cache_mode):
-        splits = ["train", *(["transfer"] if dm.has_transfer else [])]
-        train, train_info = teacher_outputs(builder, cache, _sources(dm, splits),
-                                            device_of(cfg))
+        rest = {s: source for s, source in sources.items() if s not in evals}
+        train, train_info = teacher_outputs(builder, cache, rest, device_of(cfg))
         outputs.update(train)
         info["splits"].update(train_info["splits"])
     results["teacher_cache"] = info
-    dm.set_teacher_logits(outputs)
-    return TeacherSide(builder, scores)
+    return TeacherSide(builder, scores), outputs
+
+
+def prepare(cfg: DictConfig, plan: Plan, results: dict[str, Any]
+            ) -> tuple[GlueDataModule, TeacherSide | None]:
+    """The data, one way: raw splits -> unlabelled rows (transfer set, augmentation) ->
+    tokenized splits -> the teacher's logits (cache or forward pass, quality gate) -> the
+    DataModule, assembled once."""
+    task, data = plan.task, plan.data
+    tokenizer = plan.student.tokenizer(plan.teacher)
+    if plan.teacher is None:
+        return build_datamodule(data, plan.splits, tokenizer), None
+    teacher_tokenizer = plan.teacher.tokenizer(None) if plan.separate_tokenizers else None
+    builder = TeacherBuilder(plan.teacher, task, cfg.seed)
+    wanted = unlabelled.Unlabelled(plan.transfer, plan.augment, plan.transfer_rows,
+                                   plan.transfer_source,
+                                   [data.max_train_samples, data.subset_seed])
+    splits, results["transfer"] = unlabelled.with_unlabelled(
+        plan.splits, wanted, builder, teacher_tokenizer or tokenizer, Path(cfg.paths.cache_dir))
+    tokenized = data.tokenize(splits, tokenizer, teacher_tokenizer)
+    sources = _sources(tokenized, tokenizer, teacher_tokenizer, data.eval_batch_size)
+    labels = {s: t.data["label"] for s, t in tokenized.items() if s != "transfer"}
+    side, logits = _teacher_logits(cfg, plan, builder, sources, labels, results)
+    datamodule = GlueDataModule(task, {s: t.data for s, t in tokenized.items()}, tokenizer,
+                                data, teacher_tokenizer, logits)
+    return datamodule, side
 
 
 def build_option(where: str, node: Any, **kwargs: Any) -> Any:
@@ -295,7 +315,7 @@ def finish(run: runs.RunRecord, cfg: DictConfig, plan: Plan, side: TeacherSide |
     """Export the best student and write ``results.json`` ``ok`` (rank zero only)."""
     train_seconds = run.seconds()
     check_weights(module.student, "student")  # never export (or call ok) NaN weights
-    student_dir = export_student(module.student, plan.datamodule.tokenizer, plan.task,
+    student_dir = export_student(module.student, trainer.datamodule.tokenizer, plan.task,
                                  Path(run.results["run_dir"]) / "student")
     student = runs.model_entry(plan.student.name, module.student, module.last_val, plan.task)
     student["agreement"] = module.last_agreement
@@ -343,14 +363,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         setup = build_trainer(job, plan)  # every configured object, before any weights
         trainer = setup.trainer
         run.is_zero = trainer.is_global_zero
-        side = prepare(cfg, plan, run.results)
+        datamodule, side = prepare(cfg, plan, run.results)
         module = build_module(cfg, plan, side, setup)
         setup.log_config(job)
         # weights_only: checkpoints hold tensors and plain types only (RNG states included),
         # so loading one runs no pickled code.
-        trainer.fit(module, datamodule=plan.datamodule, ckpt_path=plan.ckpt_path,
+        trainer.fit(module, datamodule=datamodule, ckpt_path=plan.ckpt_path,
                     weights_only=True)
-        best = validate_best(trainer, module, plan.datamodule)
+        best = validate_best(trainer, module, datamodule)
         if trainer.is_global_zero:
             finish(run, cfg, plan, side, module, trainer, best, (setup.timer, setup.phases),
                    setup.loggers)

@@ -14,7 +14,6 @@ transfer rows together: both are concatenated and shuffled as one set (length-gr
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import datasets
 
 from litdistill.atomic import sha256_file
 from litdistill.errors import ConfigError
+from litdistill.reader import seeded_rows
 from litdistill.tasks import TaskSpec
 
 SOURCES = ("none", "train_rest", "files")
@@ -75,7 +75,7 @@ def cap(rows: datasets.Dataset, max_rows: int | None, seed: int) -> datasets.Dat
     """A seeded random sample of at most ``max_rows`` rows, in their original order."""
     if max_rows is None or max_rows >= len(rows):
         return rows
-    return rows.select(sorted(random.Random(seed).sample(range(len(rows)), int(max_rows))))
+    return rows.select(seeded_rows(len(rows), max_rows, seed))
 
 
 def read_files(task: TaskSpec, files: Sequence[str]) -> tuple[datasets.Dataset, list[str]]:

@@ -2,15 +2,17 @@
 
 :func:`check` and :func:`transfer_rows` run with the other validation, before any weights
 load (bad options, missing files and fields, a transfer set without a teacher term);
-:func:`attach` runs once the tokenizers are known: it augments (or reads the augmentation
-cache), hands the rows to the DataModule and returns ``results.json``'s ``transfer`` entry.
+:func:`with_unlabelled` runs once the tokenizers are known: it augments (or reads the
+augmentation cache), adds the rows to the splits as ``transfer`` and returns
+``results.json``'s ``transfer`` entry.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +22,10 @@ import torch
 from litdistill import augment as aug_lib
 from litdistill.augment import Augment, TinyBertAugment
 from litdistill.candidates import embedding_neighbours, mlm_candidates, whole_word_mask
-from litdistill.data import GlueDataModule, cached_dataset, tokenizer_fingerprint
 from litdistill.errors import ConfigError
 from litdistill.models import load_tokenizer, resolve_path
 from litdistill.objective import Objective
+from litdistill.reader import Splits, cached_dataset, tokenizer_fingerprint
 from litdistill.teacher_cache import weights_fingerprint
 from litdistill.teachers import TeacherBuilder
 from litdistill.transfer import TransferSet, cap, read_files
@@ -59,61 +61,83 @@ def check(transfer: TransferSet, augment: Augment, objective: Objective,
                 "(neighbours in the teacher's embeddings)")
 
 
-def transfer_rows(dm: GlueDataModule, transfer: TransferSet
+def transfer_rows(splits: Splits, transfer: TransferSet, subset: list[int | None]
                   ) -> tuple[datasets.Dataset | None, str | None]:
     """The transfer rows (text fields only, capped) and a description of their source.
+
+    Args:
+        splits: The run's raw splits.
+        transfer: The transfer set.
+        subset: ``[data.max_train_samples, data.subset_seed]`` (the seed also draws the cap).
 
     Raises:
         ConfigError: ``train_rest`` without a labelled subset; unreadable files.
     """
     if not transfer.enabled:
         return None, None
-    seed = dm.subset_seed
+    seed = subset[1]
     if transfer.source == "train_rest":
-        rows = dm.train_rest()
-        source: dict[str, Any] = {"train": dm.split_source("train"),
-                                  "subset": [dm.max_train_samples, seed]}
+        rows = splits.train_rest(subset[0])
+        source: dict[str, Any] = {"train": splits.sources["train"], "subset": list(subset)}
     else:
-        rows, ids = read_files(dm.task, transfer.files)
+        rows, ids = read_files(splits.task, transfer.files)
         source = {"files": ids}
     source |= {"kind": transfer.source, "max_rows": transfer.max_rows, "seed": seed}
     return cap(rows, transfer.max_rows, seed), json.dumps(source, sort_keys=True)
 
 
-def attach(dm: GlueDataModule, transfer: TransferSet, augment: Augment,
-           rows: datasets.Dataset | None, source: str | None, builder: TeacherBuilder,
-           cache_root: Path) -> dict[str, Any] | None:
-    """Augment, attach the ``transfer`` split to ``dm``, return results.json's entry."""
+@dataclass(frozen=True)
+class Unlabelled:
+    """What :func:`with_unlabelled` needs besides the splits."""
+
+    transfer: TransferSet
+    augment: Augment
+    rows: datasets.Dataset | None  # from :func:`transfer_rows`
+    source: str | None
+    subset: list[int | None]  # [data.max_train_samples, data.subset_seed]
+
+
+def with_unlabelled(splits: Splits, unlabelled: Unlabelled, builder: TeacherBuilder,
+                    tokenizer: Any, cache_root: Path) -> tuple[Splits, dict[str, Any] | None]:
+    """The splits plus the ``transfer`` split (transfer rows and augmented copies), and
+    results.json's ``transfer`` entry (None: the run has no unlabelled rows).
+
+    Args:
+        splits: The run's raw splits.
+        unlabelled: The transfer set, the augmentation and the transfer rows.
+        builder: The teacher (augmentation candidates come from its embeddings).
+        tokenizer: The teacher's tokenizer (candidates are pieces of its vocabulary).
+        cache_root: The cache folder (augmented rows are stored under ``augment/``).
+    """
+    rows, source, augment = unlabelled.rows, unlabelled.source, unlabelled.augment
     if rows is None and not augment.enabled:
-        return None
-    fields = dm.task.text_fields
+        return splits, None
+    fields, labelled = splits.task.text_fields, len(splits.raw["train"])
     parts, ids = ([rows], [source]) if rows is not None else ([], [])
     augmented = None
     if augment.enabled:
-        inputs = dm.raw["train"].select_columns(list(fields))
-        inputs_id = json.dumps({"labelled": dm.split_source("train"),
-                                "subset": [dm.max_train_samples, dm.subset_seed]})
+        inputs = splits.raw["train"].select_columns(list(fields))
+        inputs_id = json.dumps({"labelled": splits.sources["train"],
+                                "subset": list(unlabelled.subset)})
         if augment.from_transfer and rows is not None:
             inputs = datasets.concatenate_datasets([inputs, rows])
             inputs_id += f"+{source}"
-        augmented = augmented_rows(augment, inputs, inputs_id, dm, builder, cache_root)
+        key = _key(augment, inputs_id, fields, tokenizer, builder)
+        augmented = augmented_rows(augment, inputs, key, fields, tokenizer, builder, cache_root)
         parts.append(augmented.select_columns(list(fields)))
-        ids.append(f"augment:{augment.method}:{_key(augment, inputs_id, dm, builder)}")
+        ids.append(f"augment:{augment.method}:{key}")
     combined = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
-    dm.set_transfer(combined, json.dumps(ids))
     log.info("transfer split: %d rows (%d transfer, %d augmented) next to %d labelled",
-             len(combined), len(rows or []), len(augmented or []), len(dm.raw["train"]))
-    return {"source": transfer.describe(), "augment": augment.params() if augment.enabled
-            else None, "labelled_rows": len(dm.raw["train"]), "transfer_rows": len(rows or []),
-            "augmented_rows": len(augmented or [])}
+             len(combined), len(rows or []), len(augmented or []), labelled)
+    entry = {"source": unlabelled.transfer.describe(),
+             "augment": augment.params() if augment.enabled else None,
+             "labelled_rows": labelled, "transfer_rows": len(rows or []),
+             "augmented_rows": len(augmented or [])}
+    return splits.with_transfer(combined, json.dumps(ids)), entry
 
 
-def _teacher_tokenizer(dm: GlueDataModule) -> Any:
-    # Candidates are pieces of the teacher's vocabulary (its embedding matrix's rows).
-    return dm.teacher_tokenizer or dm.tokenizer
-
-
-def _key(augment: Augment, inputs_id: str, dm: GlueDataModule, builder: TeacherBuilder) -> str:
+def _key(augment: Augment, inputs_id: str, fields: Sequence[str], tokenizer: Any,
+         builder: TeacherBuilder) -> str:
     mlm = getattr(augment, "mlm", None)
     if not isinstance(augment, TinyBertAugment):
         model_id = None
@@ -121,16 +145,14 @@ def _key(augment: Augment, inputs_id: str, dm: GlueDataModule, builder: TeacherB
         model_id = weights_fingerprint(resolve_path(str(mlm)))
     else:
         model_id = builder.fingerprint()
-    return aug_lib.cache_key(augment, inputs_id, dm.task.text_fields,
-                             tokenizer_fingerprint(_teacher_tokenizer(dm)), model_id)
+    return aug_lib.cache_key(augment, inputs_id, fields, tokenizer_fingerprint(tokenizer),
+                             model_id)
 
 
-def augmented_rows(augment: Augment, inputs: datasets.Dataset, inputs_id: str,
-                   dm: GlueDataModule, builder: TeacherBuilder,
-                   cache_root: Path) -> datasets.Dataset:
-    """The augmented rows of ``inputs``, from the cache or generated (and stored)."""
-    key = _key(augment, inputs_id, dm, builder)
-    tokenizer, fields = _teacher_tokenizer(dm), dm.task.text_fields
+def augmented_rows(augment: Augment, inputs: datasets.Dataset, key: str, fields: Sequence[str],
+                   tokenizer: Any, builder: TeacherBuilder, cache_root: Path
+                   ) -> datasets.Dataset:
+    """The augmented rows of ``inputs``, from the cache (under ``key``) or generated."""
 
     def generate() -> datasets.Dataset:
         log.info("augment: %s on %d rows (%s), cache key %s", augment.method, len(inputs),
