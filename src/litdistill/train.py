@@ -31,7 +31,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from litdistill import atomic, runs, unlabelled
+from litdistill import atomic, runs, unlabelled, vocab
 from litdistill.augment import Augment
 from litdistill.callbacks import EpochTimer, PhaseLog, RngState
 from litdistill.checks import (
@@ -44,8 +44,9 @@ from litdistill.checks import (
 from litdistill.data import GlueDataModule
 from litdistill.errors import ConfigError, LaunchError, LitDistillError
 from litdistill.finite import check_weights
+from litdistill.latency import size_mb
 from litdistill.loggers import keep_logged_rows
-from litdistill.models import FromTeacher, ModelSpec
+from litdistill.models import Calibration, FromTeacher, ModelSpec
 from litdistill.module import DistillationModule
 from litdistill.objective import Objective
 from litdistill.optim import probe_factories
@@ -117,13 +118,15 @@ def validate(cfg: DictConfig, output_dir: Path) -> Plan:
     task = datamodule.task  # a custom task's classes may come from its training file
     teacher = build(cfg.teacher) if cfg.get("teacher") else None
     student = build(cfg.student)
-    separate = check_models(task, teacher, student, objective, datamodule.separate_tokenizers)
-    check_max_length(datamodule.max_length, teacher, student)
     transfer = build(cfg.transfer) if cfg.get("transfer") else TransferSet()
+    rows, source = unlabelled.transfer_rows(datamodule, transfer)
+    student.fit_vocab(vocab.run_texts(datamodule, rows), teacher)  # student.vocab=task
+    separate = check_models(task, teacher, student, objective,
+                            datamodule.separate_tokenizers or student.vocab != "full")
+    check_max_length(datamodule.max_length, teacher, student)
     augment = build(cfg.augment) if cfg.get("augment") else Augment()
     unlabelled.check(transfer, augment, objective,
                      lambda: student.tokenizer(teacher).get_vocab())
-    rows, source = unlabelled.transfer_rows(datamodule, transfer)
     return Plan(task, objective, datamodule, teacher, student, separate,
                 check_mode(str(cfg.get("teacher_cache") or "off")),
                 runs.resume_path(cfg, output_dir),
@@ -221,7 +224,8 @@ def build_module(cfg: DictConfig, plan: Plan, side: TeacherSide | None,
     cut = isinstance(plan.student, FromTeacher) and plan.student.source is None
     teacher: PreTrainedModel | None = side.builder.model() if side and (live or cut) else None
     student = plan.student.build(plan.task.num_labels, plan.task.is_regression,
-                                 teacher=plan.teacher, teacher_model=teacher)
+                                 teacher=plan.teacher, teacher_model=teacher,
+                                 calibration=Calibration.of(plan.datamodule) if cut else None)
     teacher = teacher if live else None  # batches carry the teacher's logits: free it
     if cfg.get("compile"):
         # In place (keeps state_dict keys); dynamic: every batch has its own length.
@@ -302,6 +306,7 @@ def finish(run: runs.RunRecord, cfg: DictConfig, plan: Plan, side: TeacherSide |
                                  Path(run.results["run_dir"]) / "student")
     student = runs.model_entry(plan.student.name, module.student, module.last_val, plan.task)
     student["agreement"] = module.last_agreement
+    student.update(vocab_size=module.student.config.vocab_size, size_mb=size_mb(student_dir))
     teacher = None
     if side is not None:
         teacher = runs.model_entry(plan.teacher.name, None, side.scores, plan.task)
