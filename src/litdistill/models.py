@@ -287,8 +287,8 @@ class Pruned(FromTeacher):
         self.rows, self.seed = int(rows), int(seed)
         self.source = Pretrained(source) if source else None
         shown = ",".join(map(str, self.layers)) if self.layers is not None else "all"
-        self.name = name or (f"{source or 'teacher'}[pruned layers={shown} hidden={hidden} "
-                             f"ffn={intermediate}]")
+        self.name = name or (f"{source or 'teacher'}[pruned layers={shown} "
+                             f"hidden={hidden or 'full'} ffn={intermediate or 'full'}]")
 
     def shape(self, config: PretrainedConfig) -> pruning.Shape:
         """The checked shape against the source's config."""
