@@ -6,9 +6,8 @@ can validate vocabularies and label counts before :meth:`ModelSpec.build` loads 
 
 Every spec takes ``vocab`` (``full``, or ``task``: only the word pieces of the run's text,
 :mod:`litdistill.vocab`), applied by :class:`~litdistill.model_spec.ModelSpec`. Files and
-loading live in
-:mod:`litdistill.model_files`, the depth cut in :mod:`litdistill.cutting`, the width cut in
-:mod:`litdistill.pruning`; their public names are re-exported here.
+loading live in :mod:`litdistill.model_files`, the depth cut in :mod:`litdistill.cutting`,
+the width cut in :mod:`litdistill.pruning`; their public names are re-exported here.
 """
 
 from __future__ import annotations
@@ -49,6 +48,7 @@ __all__ = ["Calibration", "FromTeacher", "ModelSpec", "Pretrained", "Pruned", "S
            "load_tokenizer", "resolve_path"]
 
 log = logging.getLogger(__name__)
+
 
 def _problem_type(regression: bool) -> str:
     return "regression" if regression else "single_label_classification"
