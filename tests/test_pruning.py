@@ -112,6 +112,14 @@ def test_calibration_rows_are_seeded_and_capped():
     assert sum(len(b["input_ids"]) for b in calibration.batches(1000, 0)) == len(TEXTS)
 
 
+def test_calibration_maps_a_pruned_students_ids_to_the_full_vocabulary():
+    """A student cut from its own source and vocabulary-pruned: its columns hold new ids,
+    the source reads the full vocabulary's (kept[new id])."""
+    rows = datasets.Dataset.from_dict({"input_ids": [[2, 1, 3]], "attention_mask": [[1, 1, 1]]})
+    batch = next(Calibration([rows], char_tokenizer(), id_map=[0, 5, 7, 9]).batches(1, 0))
+    assert batch["input_ids"].tolist() == [[7, 5, 9]]
+
+
 @pytest.mark.parametrize(("sizes", "message"), [
     (dict(hidden=48), "student.hidden=48"),
     (dict(hidden=24), "multiple of the teacher's head size 16"),
@@ -140,3 +148,17 @@ def test_pruned_student_trains_end_to_end(make_cfg, tmp_path):
     assert results["student"]["params"] < results["teacher"]["params"]
     assert results["student"]["vocab_size"] == len(char_tokenizer())
     assert results["student"]["size_mb"] > 0
+
+
+def test_pruned_from_a_source_folder_without_a_teacher(make_cfg, teacher, tmp_path):
+    """The no-KD baseline of a width- and vocabulary-pruned student (``teacher=none``): the
+    importance pass reads the student's own (vocabulary-pruned) rows mapped back."""
+    teacher.save_pretrained(tmp_path / "source")
+    char_tokenizer().save_pretrained(tmp_path / "source")
+    results = train(make_cfg("teacher=none", "distill=none", "student=pruned",
+                             f"student.source={tmp_path / 'source'}", "student.hidden=16",
+                             "student.layers=[0,2]", "student.vocab=task", "student.rows=16"))
+    assert results["status"] == "ok"
+    config = json.loads((tmp_path / "run" / "student" / "config.json").read_text())
+    assert (config["num_hidden_layers"], config["hidden_size"]) == (2, 16)
+    assert config["vocab_size"] == results["student"]["vocab_size"] < len(char_tokenizer())

@@ -109,28 +109,39 @@ def pruned_config(config: PretrainedConfig, shape: Shape) -> PretrainedConfig:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Tokenized rows the importance pass reads (the teacher's inputs).
+    """Tokenized rows the importance pass reads, as the model being pruned reads them.
 
     Attributes:
         splits: Tokenized datasets (the run's train, and transfer when there is one).
-        tokenizer: Pads the rows (the teacher's tokenizer).
-        prefix: Column prefix of the teacher's inputs (``teacher_`` with separate tokenizers).
+        tokenizer: Pads the rows.
+        prefix: Column prefix of the inputs (``teacher_`` for the teacher's tokenization).
+        id_map: Maps the columns' piece ids to the pruned model's (a vocabulary-pruned
+            student's ``kept_ids``: its new id -> the full vocabulary's), or None.
     """
 
     splits: Sequence[datasets.Dataset]
     tokenizer: object
     prefix: str = ""
+    id_map: Sequence[int] | None = None
 
     @classmethod
-    def of(cls, datamodule) -> Calibration:
-        """The run's training (and transfer) rows from a prepared ``GlueDataModule``."""
+    def of(cls, datamodule, from_teacher: bool,
+           kept_ids: Sequence[int] | None = None) -> Calibration:
+        """The run's training (and transfer) rows from a prepared ``GlueDataModule``.
+
+        Args:
+            datamodule: Tokenized for the run.
+            from_teacher: The student is cut from the run's teacher (else from its own
+                ``source``, which reads the student's tokenization before vocab pruning).
+            kept_ids: The student's kept pieces when its vocabulary is pruned.
+        """
         from litdistill.data import TEACHER_PREFIX
 
         names = ["train", *(["transfer"] if datamodule.has_transfer else [])]
-        separate = datamodule.teacher_tokenizer is not None
-        return cls([datamodule.tokenized(s) for s in names],
-                   datamodule.teacher_tokenizer or datamodule.tokenizer,
-                   TEACHER_PREFIX if separate else "")
+        splits = [datamodule.tokenized(s) for s in names]
+        if from_teacher and datamodule.teacher_tokenizer is not None:
+            return cls(splits, datamodule.teacher_tokenizer, TEACHER_PREFIX)
+        return cls(splits, datamodule.tokenizer, "", kept_ids)
 
     def batches(self, rows: int, seed: int, batch_size: int = 32
                 ) -> Iterator[dict[str, Tensor]]:
@@ -145,9 +156,13 @@ class Calibration:
                 index, split = index - sizes[split], split + 1
             row = self.splits[split][index]
             features.append({k: row[self.prefix + k] for k in keys if self.prefix + k in row})
+        id_map = torch.as_tensor(self.id_map) if self.id_map is not None else None
         for start in range(0, len(features), batch_size):
-            yield dict(self.tokenizer.pad(features[start:start + batch_size],
-                                          return_tensors="pt"))
+            batch = dict(self.tokenizer.pad(features[start:start + batch_size],
+                                            return_tensors="pt"))
+            if id_map is not None:
+                batch["input_ids"] = id_map[batch["input_ids"]]
+            yield batch
 
 
 @torch.no_grad()

@@ -225,7 +225,8 @@ def build_module(cfg: DictConfig, plan: Plan, side: TeacherSide | None,
     teacher: PreTrainedModel | None = side.builder.model() if side and (live or cut) else None
     student = plan.student.build(plan.task.num_labels, plan.task.is_regression,
                                  teacher=plan.teacher, teacher_model=teacher,
-                                 calibration=Calibration.of(plan.datamodule) if cut else None)
+                                 calibration=Calibration.of(plan.datamodule, cut,
+                                                            plan.student.kept_ids))
     teacher = teacher if live else None  # batches carry the teacher's logits: free it
     if cfg.get("compile"):
         # In place (keeps state_dict keys); dynamic: every batch has its own length.
