@@ -27,7 +27,7 @@ def test_kd_run_writes_complete_results(make_cfg, tmp_path):
     assert RESULT_KEYS <= set(on_disk) and on_disk["status"] == "ok"
     assert on_disk["error"] is None and on_disk["metric_names"] == ["accuracy"]
     keys = {"name", "params", "score", "metrics"}
-    assert set(on_disk["student"]) == keys | {"agreement"}
+    assert set(on_disk["student"]) == keys | {"agreement", "vocab_size", "size_mb"}
     assert set(on_disk["teacher"]) == keys | {"path"}
     for who in ("student", "teacher"):
         entry = on_disk[who]

@@ -32,7 +32,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from litdistill import atomic, runs, unlabelled
+from litdistill import atomic, runs, unlabelled, vocab
 from litdistill.augment import Augment
 from litdistill.batching import TEACHER_PREFIX
 from litdistill.callbacks import EpochTimer, PhaseLog, RngState
@@ -47,8 +47,9 @@ from litdistill.conf import CONF_DIR  # noqa: F401  (litdistill.train.CONF_DIR s
 from litdistill.data import DataOptions, GlueDataModule, build_datamodule
 from litdistill.errors import ConfigError, LaunchError, LitDistillError, fail
 from litdistill.finite import check_weights
+from litdistill.latency import size_mb
 from litdistill.loggers import keep_logged_rows
-from litdistill.models import FromTeacher, ModelSpec
+from litdistill.models import Calibration, FromTeacher, ModelSpec
 from litdistill.module import DistillationModule
 from litdistill.objective import Objective
 from litdistill.optim import probe_factories
@@ -117,14 +118,16 @@ def validate(cfg: DictConfig, output_dir: Path) -> Plan:
     task = splits.task  # a custom task's classes may come from its training file
     teacher = build(cfg.teacher) if cfg.get("teacher") else None
     student = build(cfg.student)
-    separate = check_models(task, teacher, student, objective, data.separate_tokenizers)
-    check_max_length(data.max_length, teacher, student)
     transfer = build(cfg.transfer) if cfg.get("transfer") else TransferSet()
+    rows, source = unlabelled.transfer_rows(splits, transfer,
+                                            [data.max_train_samples, data.subset_seed])
+    student.fit_vocab(vocab.run_texts(splits, rows), teacher)  # student.vocab=task
+    separate = check_models(task, teacher, student, objective,
+                            data.separate_tokenizers or student.vocab != "full")
+    check_max_length(data.max_length, teacher, student)
     augment = build(cfg.augment) if cfg.get("augment") else Augment()
     unlabelled.check(transfer, augment, objective,
                      lambda: student.tokenizer(teacher).get_vocab())
-    rows, source = unlabelled.transfer_rows(splits, transfer,
-                                            [data.max_train_samples, data.subset_seed])
     return Plan(task, objective, data, splits, teacher, student, separate,
                 check_mode(str(cfg.get("teacher_cache") or "off")),
                 runs.resume_path(cfg, output_dir),
@@ -231,14 +234,16 @@ class Setup:
             logger.log_hyperparams(runs.flatten(OmegaConf.to_container(job, resolve=True)))
 
 
-def build_module(cfg: DictConfig, plan: Plan, side: TeacherSide | None,
-                 setup: Setup) -> DistillationModule:
+def build_module(cfg: DictConfig, plan: Plan, side: TeacherSide | None, setup: Setup,
+                 datamodule: GlueDataModule) -> DistillationModule:
     """The student (and a live teacher, when the objective needs one) in the module."""
     live = side is not None and plan.objective.teacher_live(plan.cache_mode)
     cut = isinstance(plan.student, FromTeacher) and plan.student.source is None
     teacher: PreTrainedModel | None = side.builder.model() if side and (live or cut) else None
     student = plan.student.build(plan.task.num_labels, plan.task.is_regression,
-                                 teacher=plan.teacher, teacher_model=teacher)
+                                 teacher=plan.teacher, teacher_model=teacher,
+                                 calibration=Calibration.of(datamodule, cut,
+                                                            plan.student.kept_ids))
     teacher = teacher if live else None  # batches carry the teacher's logits: free it
     if cfg.get("compile"):
         # In place (keeps state_dict keys); dynamic: every batch has its own length.
@@ -319,6 +324,7 @@ def finish(run: runs.RunRecord, cfg: DictConfig, plan: Plan, side: TeacherSide |
                                  Path(run.results["run_dir"]) / "student")
     student = runs.model_entry(plan.student.name, module.student, module.last_val, plan.task)
     student["agreement"] = module.last_agreement
+    student.update(vocab_size=module.student.config.vocab_size, size_mb=size_mb(student_dir))
     teacher = None
     if side is not None:
         teacher = runs.model_entry(plan.teacher.name, None, side.scores, plan.task)
@@ -364,7 +370,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer = setup.trainer
         run.is_zero = trainer.is_global_zero
         datamodule, side = prepare(cfg, plan, run.results)
-        module = build_module(cfg, plan, side, setup)
+        module = build_module(cfg, plan, side, setup, datamodule)
         setup.log_config(job)
         # weights_only: checkpoints hold tensors and plain types only (RNG states included),
         # so loading one runs no pickled code.
