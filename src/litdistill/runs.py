@@ -35,6 +35,30 @@ log = logging.getLogger("litdistill")
 
 # Keys that change where or how a job runs but not what it computes.
 _NOT_IDENTITY = ("paths", "skip_done", "resume", "name", "group", "logger", "callbacks")
+# Keys added after runs were recorded, with the value that computes what the runs before
+# them computed: left out of the identity while they hold it, so ``skip_done`` still knows
+# the older runs of a sweep (a new key otherwise re-runs every finished job).
+_ADDED_DEFAULTS: dict[tuple[str, ...], object] = {
+    ("student", "vocab"): "full", ("student", "vocab_extra"): 0,
+    ("student", "vocab_corpus"): None, ("progress",): "auto", ("corpus",): None,
+}
+# ``data`` built the DataModule itself before the plain reader; same options, same data.
+_OLD_DATA_TARGET = {"litdistill.data.DataOptions": "litdistill.data.GlueDataModule"}
+
+
+def _canonical(tree: dict) -> dict:
+    """``tree`` (a config as plain containers) as litdistill 0.1 would have written it."""
+    for path, default in _ADDED_DEFAULTS.items():
+        *parents, leaf = path
+        node = tree
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node and node[leaf] == default:
+            del node[leaf]
+    data = tree.get("data")
+    if isinstance(data, dict) and data.get("_target_") in _OLD_DATA_TARGET:
+        data.update(_target_=_OLD_DATA_TARGET[data["_target_"]], _partial_=True)
+    return tree
 
 
 def hydra_overrides() -> list[str]:
@@ -87,7 +111,7 @@ def config_sha(cfg: DictConfig) -> str:
         resolved = OmegaConf.to_container(OmegaConf.create(tree), resolve=True)
     except OmegaConfBaseException as err:
         raise ConfigError(f"cannot resolve the job config to identify the run: {err}") from None
-    identity = {k: v for k, v in resolved.items() if k not in _NOT_IDENTITY}
+    identity = _canonical({k: v for k, v in resolved.items() if k not in _NOT_IDENTITY})
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -108,7 +132,7 @@ def legacy_config_sha(cfg: DictConfig) -> str:
     this). Still accepted by :func:`finished`, so sweeps started before resume with skip_done.
     """
     tree = {k: v for k, v in cfg.items() if k not in _NOT_IDENTITY}
-    tree = OmegaConf.to_container(OmegaConf.create(tree), resolve=False)
+    tree = _canonical(OmegaConf.to_container(OmegaConf.create(tree), resolve=False))
     return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()
 
 
