@@ -18,10 +18,12 @@ or damaged file is the same :class:`RunDirError` everywhere.
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -217,6 +219,22 @@ class RunDir:
                       ) -> Path:
         """Write ``results`` atomically, to ``results.failed.json`` when ``failed``."""
         return atomic.write_json(self.failed_path if failed else self.results_path, results)
+
+    def read_predictions(self) -> dict[str, np.ndarray] | None:
+        """``predictions.npz`` (:mod:`litdistill.outputs`), or None for a run without one
+        (recorded before litdistill 0.2, or a failed run).
+
+        Raises:
+            RunDirError: The file is damaged.
+        """
+        if not self.predictions_path.is_file():
+            return None
+        try:
+            with np.load(self.predictions_path, allow_pickle=False) as npz:
+                return {key: npz[key] for key in npz.files}
+        except (OSError, ValueError, zipfile.BadZipFile) as err:
+            raise RunDirError(f"{self.path}: predictions.npz is damaged ({err}); delete it "
+                              "(the report then leaves this run out of its intervals)") from None
 
     def read_config(self) -> DictConfig:
         """The job config Hydra saved (``.hydra/config.yaml``).

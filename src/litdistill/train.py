@@ -32,7 +32,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from litdistill import atomic, runs, unlabelled, vocab
+from litdistill import runs, unlabelled, vocab
 from litdistill.augment import Augment
 from litdistill.batching import TEACHER_PREFIX
 from litdistill.callbacks import EpochTimer, PhaseLog, RngState
@@ -53,7 +53,9 @@ from litdistill.models import Calibration, FromTeacher, ModelSpec
 from litdistill.module import DistillationModule
 from litdistill.objective import Objective
 from litdistill.optim import probe_factories
+from litdistill.outputs import dev_predictions, export_student, write_predictions
 from litdistill.reader import Splits, TokenizedSplit, eval_batches
+from litdistill.rundir import RunDir
 from litdistill.settings import check_max_length, check_writable, validate_settings
 from litdistill.tasks import TaskSpec, get_task
 from litdistill.teacher_cache import TeacherCache, check_mode
@@ -300,28 +302,17 @@ def validate_best(trainer: L.Trainer, module: DistillationModule,
     return best
 
 
-def export_student(student: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                   task: TaskSpec, dest: Path) -> Path:
-    """``save_pretrained`` model + tokenizer, with label names, written atomically."""
-    if task.label_names and not task.is_regression:
-        student.config.id2label = dict(enumerate(task.label_names))
-        student.config.label2id = {n: i for i, n in enumerate(task.label_names)}
-
-    def fill(tmp: Path) -> None:
-        student.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-
-    return atomic.write_dir(dest, fill)
-
-
 def finish(run: runs.RunRecord, cfg: DictConfig, plan: Plan, side: TeacherSide | None,
            module: DistillationModule, trainer: L.Trainer, best: str,
            clocks: tuple[EpochTimer, PhaseLog], loggers: list[Any]) -> dict[str, Any]:
     """Export the best student and write ``results.json`` ``ok`` (rank zero only)."""
     train_seconds = run.seconds()
     check_weights(module.student, "student")  # never export (or call ok) NaN weights
-    student_dir = export_student(module.student, trainer.datamodule.tokenizer, plan.task,
-                                 Path(run.results["run_dir"]) / "student")
+    run_dir, dm = RunDir(run.results["run_dir"]), trainer.datamodule
+    student_dir = export_student(module.student, dm.tokenizer, plan.task, run_dir.student_dir)
+    write_predictions(run_dir.predictions_path, dev_predictions(
+        module.student, dm.tokenizer, dm.splits, list(plan.task.eval_splits),
+        dm.eval_batch_size, module.device))
     student = runs.model_entry(plan.student.name, module.student, module.last_val, plan.task)
     student["agreement"] = module.last_agreement
     student.update(vocab_size=module.student.config.vocab_size, size_mb=size_mb(student_dir))
