@@ -274,3 +274,51 @@ def test_no_pairs_no_gain_section(sweep):
     rows, common = report.build_rows([_job("rte", "kd", 1, 0.6, 0.7)])
     assert tables.render_gains(rows, common) == []
     assert tables.render_by_task(rows, common) == []
+
+
+def test_report_gives_each_gain_a_paired_bootstrap_interval(tmp_path):
+    """Job folders with predictions.npz: the report's intervals are exactly those
+    :func:`paired_interval` gives on the same predictions (KD seed s vs baseline seed s;
+    student vs its job's teacher logits), and a gain whose interval excludes 0 is marked."""
+    import numpy as np
+
+    from litdistill.bootstrap import Split, paired_interval
+    from litdistill.outputs import write_predictions
+    from litdistill.rundir import RunDir
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+
+    def logits(accuracy: float) -> np.ndarray:
+        right = rng.random(400) < accuracy
+        pred = np.where(right, labels, 1 - labels)
+        return np.eye(2, dtype=np.float32)[pred]
+
+    teacher = logits(0.9)
+    predictions = {}
+    for i, job in enumerate([_job("rte", d, s, 0.0, 0.9) for d in ("none", "kd")
+                             for s in (1, 2)]):
+        student = logits(0.6 if job["distill"]["alpha_kd"] == 0 else 0.8)
+        job_dir = tmp_path / "sweep" / str(i)
+        job["student"]["score"] = float((student.argmax(-1) == labels).mean())
+        job["metric_names"] = ["accuracy"]
+        RunDir(job_dir).write_results({k: v for k, v in job.items() if k != "job_dir"})
+        write_predictions(RunDir(job_dir).predictions_path, {
+            "idx.validation": np.arange(400), "labels.validation": labels,
+            "student.validation": student, "teacher.validation": teacher})
+        predictions[(job["choices"]["distill"], job["seed"])] = student
+    out = report.report([tmp_path / "sweep"], tmp_path / "out", latency=False)
+    kd = next(r for r in out["rows"] if r["kind"] == "student" and not r["baseline"])
+
+    def runs(distill: str) -> list[list[Split]]:
+        return [[Split(predictions[(distill, s)].argmax(-1), labels)] for s in (1, 2)]
+
+    assert kd["ci_baseline"] == paired_interval(["accuracy"], runs("kd"), runs("none"))
+    assert kd["ci_teacher"] == paired_interval(["accuracy"], runs("kd"),
+                                               [[Split(teacher.argmax(-1), labels)]] * 2)
+    assert kd["ci_baseline"].excludes_zero and kd["ci_baseline"].low > 0.1
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "## Gains with 95% confidence intervals" in text
+    table = (tmp_path / "out" / "intervals.csv").read_text().splitlines()
+    assert table[0].startswith("task,config,versus,gain,low,high")
+    assert sum(line.split(",")[2] == "baseline" for line in table[1:]) == 1

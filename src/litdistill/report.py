@@ -29,6 +29,7 @@ from omegaconf import DictConfig
 from litdistill import atomic
 from litdistill import latency as timing
 from litdistill.errors import LitDistillError, cli_main
+from litdistill.intervals import add_intervals, render_intervals, render_intervals_csv
 from litdistill.plots import write_plots
 from litdistill.rundir import ONNX_FP32, ONNX_INT8, RunDir, RunDirError
 from litdistill.runs import config_key
@@ -309,6 +310,7 @@ def report(dirs: list[Path], out: Path, latency: bool = True, threads: int = 1,
         raise ReportError("--threads and --repeats must be at least 1")
     jobs = find_jobs(dirs)
     rows, common = build_rows(jobs)
+    add_intervals(rows, jobs)
     rows += export_rows(rows)
     for row in rows:
         row.setdefault("size_mb", timing.size_mb(row.get("model_dir")))
@@ -329,7 +331,11 @@ def report(dirs: list[Path], out: Path, latency: bool = True, threads: int = 1,
             "latency": how, "command": f"`{command}`",
             "jobs": f"{len(jobs)} ({sum(r['kind'] == 'student' for r in rows)} configurations)"}
     atomic.write_text(out / "report.csv", render_csv(rows))
-    atomic.write_text(out / "report.md", render_markdown(rows, jobs, common, meta, plots, notes))
+    markdown = render_markdown(rows, jobs, common, meta, plots, notes)
+    if interval_lines := render_intervals(rows):
+        markdown = markdown.rstrip("\n") + "\n" + "\n".join(interval_lines) + "\n"
+        atomic.write_text(out / "intervals.csv", render_intervals_csv(rows))
+    atomic.write_text(out / "report.md", markdown)
     return {"rows": rows, "jobs": jobs, "plots": plots, "notes": notes}
 
 
