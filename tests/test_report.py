@@ -322,3 +322,18 @@ def test_report_gives_each_gain_a_paired_bootstrap_interval(tmp_path):
     table = (tmp_path / "out" / "intervals.csv").read_text().splitlines()
     assert table[0].startswith("task,config,versus,gain,low,high")
     assert sum(line.split(",")[2] == "baseline" for line in table[1:]) == 1
+
+
+def test_exported_graphs_are_points_of_the_size_and_latency_fronts():
+    """An int8 graph (smaller on disk, same score) dominates its fp32 student in MB: it is on
+    the MB front; the params plot leaves graphs out (a graph has its student's params)."""
+    from litdistill.plots import plot_panels
+
+    student = {"kind": "student", "task": "sst2", "config": "student=a", "params": 100,
+               "size_mb": 60.0, "latency_ms_b1": 5.0, "score_mean": 0.80}
+    graph = {"kind": "export", "task": "sst2", "config": "student=a [onnx int8]",
+             "params": 100, "size_mb": 16.0, "latency_ms_b1": 1.0, "score_mean": 0.80}
+    pts, front = plot_panels([student, graph], "size_mb", "score", front=True)["sst2"]
+    assert [pts[i]["kind"] for i in front] == ["export"]
+    pts, front = plot_panels([student, graph], "latency_ms_b1", "score", front=True)["sst2"]
+    assert len(pts) == 2 and [pts[i]["kind"] for i in front] == ["export"]

@@ -71,7 +71,7 @@ def plot_panels(rows: list[dict[str, Any]], x: str, y: str,
 def _labels(pts: list[dict[str, Any]]) -> dict[int, str]:
     """Each student point's label: its overrides minus those every point of the panel shares
     (the task, that task's teacher), which the panel title already says."""
-    words = {id(r): r["config"].split() for r in pts if r["kind"] == "student"}
+    words = {id(r): r["config"].split() for r in pts if r["kind"] != "teacher"}
     shared = set.intersection(*map(set, words.values())) if len(words) > 1 else set()
     return {k: " ".join(w for w in ws if w not in shared)[:48] or "(defaults)"
             for k, ws in words.items()}
@@ -99,7 +99,9 @@ def _points_plot(rows: list[dict[str, Any]], x: str, y: str, xlabel: str, ylabel
                 ax.scatter(r[x], r[f"{y}_mean"], marker="*", s=220, color="black", zorder=3,
                            label="teacher")
                 continue
-            ax.errorbar(r[x], r[f"{y}_mean"], yerr=r[f"{y}_std"] or 0, fmt="o", capsize=3,
+            # An exported graph (ONNX) is a square in its student's colour.
+            ax.errorbar(r[x], r[f"{y}_mean"], yerr=r.get(f"{y}_std") or 0,
+                        fmt="s" if r["kind"] == "export" else "o", capsize=3,
                         color=colours[recipe(r)], label=recipe(r))
             above = stacked[r[x]] = stacked.get(r[x], -1) + 1
             ax.annotate(names[id(r)], (r[x], r[f"{y}_mean"]), fontsize=7,
@@ -208,16 +210,19 @@ def write_plots(rows: list[dict[str, Any]], out: Path) -> dict[str, bool]:
     A plot with nothing to show is not written, and an older file of that name is removed:
     it would no longer match the table beside it.
     """
+    models = [r for r in rows if r["kind"] != "export"]  # a graph has its student's params
     plots = {
-        "score_vs_params": _points_plot(rows, "params", "score", "parameters", "dev score",
+        "score_vs_params": _points_plot(models, "params", "score", "parameters", "dev score",
                                         out / "score_vs_params.png", front=True),
+        "score_vs_mb": _points_plot(rows, "size_mb", "score", "size on disk, MB", "dev score",
+                                    out / "score_vs_mb.png", front=True),
         "score_vs_latency": _points_plot(rows, "latency_ms_b1", "score",
                                          "CPU latency, ms per example (batch 1)", "dev score",
                                          out / "score_vs_latency.png", front=True),
-        "retention_vs_params": _points_plot(rows, "params", "retention", "parameters",
+        "retention_vs_params": _points_plot(models, "params", "retention", "parameters",
                                             "retention (student / teacher score)",
                                             out / "retention_vs_params.png", front=False),
-        "objectives": _objectives_plot(rows, out / "objectives.png")}
+        "objectives": _objectives_plot(models, out / "objectives.png")}
     for name, written in plots.items():
         if not written:
             (out / f"{name}.png").unlink(missing_ok=True)

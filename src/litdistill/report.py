@@ -324,7 +324,7 @@ def report(dirs: list[Path], out: Path, latency: bool = True, threads: int = 1,
     else:
         notes, how = [], "not measured (--no-latency)"
     out.mkdir(parents=True, exist_ok=True)
-    plots = write_plots([r for r in rows if r["kind"] != "export"], out)  # tables list those
+    plots = write_plots(rows, out)
     meta = {"sweeps": ", ".join(f"`{d.resolve()}`" for d in dirs),
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "machine": timing.machine(),

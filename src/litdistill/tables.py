@@ -7,6 +7,7 @@ import io
 from typing import Any
 
 PLOTS = {"score_vs_params": "student score vs parameters",
+         "score_vs_mb": "student score vs size on disk (MB; exported graphs as squares)",
          "score_vs_latency": "student score vs CPU latency (batch 1)",
          "retention_vs_params": "retention of the teacher's score vs parameters",
          "objectives": "mean score by objective (and temperature)"}
