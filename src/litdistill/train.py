@@ -29,7 +29,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from litdistill import atomic, runs, unlabelled
+from litdistill import atomic, general, runs, unlabelled
 from litdistill.augment import Augment
 from litdistill.batching import TEACHER_PREFIX
 from litdistill.callbacks import EpochTimer, PhaseLog, RngState
@@ -294,6 +294,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     Raises:
         ConfigError: Bad input, found before any weights load (results.json says ``failed``).
     """
+    if general.is_general(cfg):  # task-agnostic distillation on a corpus: litdistill.general
+        return general.train_general(cfg)
     output_dir = Path(cfg.paths.output_dir)
     if (done := runs.finished(cfg, output_dir)) is not None:
         log.info("skip_done: %s already finished ok; skipping", output_dir)
