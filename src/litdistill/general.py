@@ -34,6 +34,7 @@ from litdistill.corpus import Corpus
 from litdistill.errors import ConfigError
 from litdistill.finite import check_weights
 from litdistill.general_module import GeneralDataModule, GeneralDistillationModule, Masking
+from litdistill.intermediate import IntermediateTerms
 from litdistill.models import FromTeacher, ModelSpec, Pretrained, count_params, layer_list_name
 from litdistill.objective import TERMS
 from litdistill.settings import check_writable
@@ -140,6 +141,9 @@ def validate(cfg: DictConfig, output_dir: Path) -> GeneralPlan:
         raise ConfigError(f"distill=distilbert_general needs a teacher with its masked-LM "
                           f"head, but {teacher.name} is {teacher.hf_config(None).architectures}"
                           "; use a *ForMaskedLM checkpoint or tinybert_general/minilm_general")
+    s_config, t_config = student.hf_config(teacher), teacher.hf_config(None)
+    if objective.terms and s_config is not None and t_config is not None:
+        IntermediateTerms(objective.terms, s_config, t_config)  # layer maps, head counts
     tokenizer = student.tokenizer(teacher)
     if tokenizer.get_vocab() != teacher.tokenizer(None).get_vocab():
         raise ConfigError("general distillation compares token by token: the student needs "
