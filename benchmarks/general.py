@@ -77,13 +77,18 @@ def batches(tokenizer: Any, n: int, size: int, max_length: int) -> list[dict[str
         return [next(loader) for _ in range(n)]
 
 
-def timed(fn: Any, data: list[dict[str, Any]], warmup: int = 2) -> float:
-    for batch in data[:warmup]:
-        fn(batch)
-    start = time.perf_counter()
-    for batch in data[warmup:]:
-        fn(batch)
-    return time.perf_counter() - start
+def timed(fns: dict[str, Any], data: list[dict[str, Any]], warmup: int = 2) -> dict[str, float]:
+    """Seconds of each function over ``data[warmup:]``, interleaved batch by batch (full,
+    teacher, student on one batch, then the next), so a change in the machine's load hits
+    every part alike."""
+    seconds = dict.fromkeys(fns, 0.0)
+    for i, batch in enumerate(data):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn(batch)
+            if i >= warmup:
+                seconds[name] += time.perf_counter() - start
+    return seconds
 
 
 def speed(args: argparse.Namespace) -> dict[str, Any]:
@@ -114,8 +119,7 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
         opt.step()
         opt.zero_grad()
 
-    seconds = {name: timed(fn, data) for name, fn in
-               (("full", full), ("teacher", teacher_only), ("student", student_only))}
+    seconds = timed({"full": full, "teacher": teacher_only, "student": student_only}, data)
     rates = {f"{k}_tokens_per_s": round(tokens / v, 1) for k, v in seconds.items()}
     overhead = seconds["full"] / (seconds["teacher"] + seconds["student"])
     return {"objective": args.objective, "tokens": tokens, "steps": args.steps,

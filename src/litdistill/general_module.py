@@ -20,7 +20,7 @@ from typing import Any
 import datasets
 import lightning as L
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader, RandomSampler
 from transformers import DataCollatorWithPadding, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -221,7 +221,3 @@ class GeneralDistillationModule(L.LightningModule):
         if missing := sorted(expected - set(checkpoint["state_dict"])):
             raise RuntimeError(f"checkpoint lacks student weights: {missing[:5]}")
 
-
-def count_trainable(module: nn.Module) -> int:
-    """Parameters that receive gradients."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
