@@ -144,10 +144,12 @@ def test_layer_map_and_heads_are_checked_before_weights_load(make_cfg, corpus_fi
 
 
 # ------------------------------------------------------------------ end to end
-@pytest.mark.parametrize("objective", ["tinybert_general", "minilm_general"])
-def test_tiny_general_run_writes_results_and_student(make_cfg, corpus_file, objective):
+@pytest.mark.parametrize(("objective", "width"), [("tinybert_general", 16),
+                                               ("minilm_general", 16)])
+def test_tiny_general_run_writes_results_and_student(make_cfg, corpus_file, objective, width):
+    # A student narrower than the teacher (32): a projection (TinyBERT), relation heads (MiniLM).
     cfg = make_cfg(f"distill={objective}", "corpus=files", f"corpus.files=[{corpus_file}]",
-                   *TINY)
+                   *TINY, f"student.hidden={width}")
     results = train(cfg)
     assert results["status"] == "ok" and results["kind"] == "general"
     rows = results["corpus"]["rows"]
@@ -157,7 +159,7 @@ def test_tiny_general_run_writes_results_and_student(make_cfg, corpus_file, obje
     on_disk = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
     assert on_disk["tokens_seen"] == results["tokens_seen"]
     student = AutoModel.from_pretrained(results["student_dir"])
-    assert student.config.num_hidden_layers == 2
+    assert student.config.num_hidden_layers == 2 and student.config.hidden_size == width
     assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()
 
 
