@@ -334,3 +334,29 @@ def layer_mapping(student_layers: int, teacher_layers: int,
     if len(layers) != s or not all(0 <= x <= t for x in layers):
         raise ValueError(f"explicit layer mapping {layers} needs {s} teacher layers in 0..{t}")
     return list(zip(range(1, s + 1), layers, strict=True))
+
+
+# --------------------------------------------------------------------------- general distillation
+def token_kd_loss(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor,
+                  temperature: float = 1.0) -> Tensor:
+    """DistilBERT's soft-target loss over the vocabulary: :func:`kd_loss` of every real
+    token's MLM logits (Sanh et al. 2019), averaged over real tokens.
+
+    Args:
+        student_logits: (B, T, V) student MLM logits.
+        teacher_logits: (B, T, V) teacher MLM logits (same vocabulary).
+        mask: (B, T) attention mask; padded positions do not count.
+        temperature: Softening temperature T > 0 (the loss is scaled by T^2).
+    """
+    keep = mask.to(torch.bool)
+    return kd_loss(student_logits[keep], teacher_logits[keep], temperature)
+
+
+def mlm_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Masked-language-model cross-entropy over the positions whose label is not -100.
+
+    Args:
+        logits: (B, T, V) MLM logits.
+        labels: (B, T) original token ids at masked positions, -100 elsewhere.
+    """
+    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)

@@ -28,9 +28,10 @@ from litdistill.tasks import TaskSpec
 
 
 def export_student(student: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                   task: TaskSpec, dest: Path) -> Path:
-    """``save_pretrained`` model + tokenizer, with label names, written atomically."""
-    if task.label_names and not task.is_regression:
+                   task: TaskSpec | None, dest: Path) -> Path:
+    """``save_pretrained`` model + tokenizer, with the task's label names (a general
+    student has no task), written atomically."""
+    if task is not None and task.label_names and not task.is_regression:
         student.config.id2label = dict(enumerate(task.label_names))
         student.config.label2id = {n: i for i, n in enumerate(task.label_names)}
 

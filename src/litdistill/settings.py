@@ -93,7 +93,7 @@ def validate_settings(cfg: DictConfig) -> None:
     Loss weights and temperatures are :class:`~litdistill.objective.Objective`'s own checks;
     ``data.max_length`` against the models' positions is :func:`check_max_length`'s; the
     optimizer, scheduler, loggers, callbacks and Trainer are built (and so checked) by
-    :func:`litdistill.train.build_trainer`, still before any weights load.
+    :func:`litdistill.builders.build_setup`, still before any weights load.
 
     Raises:
         ConfigError: The first bad setting, named by its key.

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import sys
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,17 +23,15 @@ import datasets
 import hydra
 import lightning as L
 import numpy as np
-import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from litdistill import runs, unlabelled, vocab
+from litdistill import general, runs, unlabelled, vocab
 from litdistill.augment import Augment
 from litdistill.batching import TEACHER_PREFIX
-from litdistill.callbacks import EpochTimer, PhaseLog, RngState
+from litdistill.builders import Setup, build, build_setup
+from litdistill.callbacks import EpochTimer, PhaseLog
 from litdistill.checks import (
     check_config_dirs,
     check_group_options,
@@ -48,11 +44,9 @@ from litdistill.data import DataOptions, GlueDataModule, build_datamodule
 from litdistill.errors import ConfigError, LaunchError, LitDistillError, fail
 from litdistill.finite import check_weights
 from litdistill.latency import size_mb
-from litdistill.loggers import keep_logged_rows
 from litdistill.models import Calibration, FromTeacher, ModelSpec
 from litdistill.module import DistillationModule
 from litdistill.objective import Objective
-from litdistill.optim import probe_factories
 from litdistill.outputs import dev_predictions, export_student, write_predictions
 from litdistill.reader import Splits, TokenizedSplit, eval_batches
 from litdistill.rundir import RunDir
@@ -65,18 +59,6 @@ from litdistill.transfer import TransferSet
 log = logging.getLogger("litdistill")
 # The frozen teacher is in eval mode on purpose; Lightning warns about any such module.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
-
-
-def build(node: Any, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` that lets our own errors through unwrapped (Hydra wraps
-    every exception of a ``_target_`` in an InstantiationException, losing the one-line
-    message and the exit code 2)."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as err:
-        if isinstance(err.__cause__, LitDistillError):
-            raise err.__cause__ from None
-        raise
 
 
 @dataclass(frozen=True)
@@ -193,49 +175,6 @@ def prepare(cfg: DictConfig, plan: Plan, results: dict[str, Any]
     return datamodule, side
 
 
-def build_option(where: str, node: Any, **kwargs: Any) -> Any:
-    """:func:`build` for a group the user edits: Hydra's own errors (no such ``_target_``, a
-    keyword or value the target refuses) become one :class:`ConfigError` line naming the
-    group."""
-    try:
-        return build(node, **kwargs)
-    except InstantiationException as err:
-        text = str(err.__cause__) if str(err).startswith("Error in call to target") \
-            and err.__cause__ is not None else str(err)
-        text = re.sub(r",? set env var HYDRA_FULL_ERROR=1 .*|\s*full_key: .*", "", text,
-                      flags=re.S)
-        raise ConfigError(f"{where}: {' '.join(text.split())}") from None
-
-
-def _factory(job: DictConfig, group: str) -> Any:
-    node = job.get(group)
-    if node is None:
-        return None
-    if not node.get("_partial_"):
-        raise ConfigError(f"{group}: set {group}._partial_=true (it is called later with the "
-                          "student's parameters)")
-    return build_option(group, node)
-
-
-@dataclass(frozen=True)
-class Setup:
-    """What drives training, built before any weights load (a typo costs nothing): the
-    optimizer and scheduler factories (probed), the Trainer with its loggers and callbacks,
-    and the callbacks ``results.json`` reads (``epoch_seconds``, ``phase_starts``)."""
-
-    optimizer: Callable[..., torch.optim.Optimizer]
-    scheduler: Callable[..., Any] | None
-    trainer: L.Trainer
-    loggers: list[Any]
-    timer: EpochTimer
-    phases: PhaseLog
-
-    def log_config(self, job: DictConfig) -> None:
-        """The job's resolved config as every logger's hyper-parameters."""
-        for logger in self.loggers:
-            logger.log_hyperparams(runs.flatten(OmegaConf.to_container(job, resolve=True)))
-
-
 def build_module(cfg: DictConfig, plan: Plan, side: TeacherSide | None, setup: Setup,
                  datamodule: GlueDataModule) -> DistillationModule:
     """The student (and a live teacher, when the objective needs one) in the module."""
@@ -255,29 +194,6 @@ def build_module(cfg: DictConfig, plan: Plan, side: TeacherSide | None, setup: S
     return DistillationModule(
         student, teacher, plan.task, plan.objective, optimizer=setup.optimizer,
         scheduler=setup.scheduler, cached_teacher=plan.teacher is not None)
-
-
-def build_trainer(job: DictConfig, plan: Plan) -> Setup:
-    """Optimizer and scheduler factories, loggers, callbacks (plus the epoch timer, phase log
-    and RNG states) and the Trainer from the job's config: everything, before any weights.
-
-    Raises:
-        ConfigError: A bad ``optimizer.*``, ``scheduler.*``, ``logger.*``, ``callbacks.*`` or
-            ``trainer.*`` value, naming the group.
-    """
-    optimizer, scheduler = _factory(job, "optimizer"), _factory(job, "scheduler")
-    probe_factories(optimizer, scheduler)
-    loggers = [build_option(f"logger.{k}", c) for k, c in (job.get("logger") or {}).items()
-               if c]
-    if plan.ckpt_path:
-        keep_logged_rows(loggers, int(runs.read_checkpoint(plan.ckpt_path)["global_step"]))
-    timer, phases = EpochTimer(), PhaseLog(plan.objective)
-    callbacks = [build_option(f"callbacks.{k}", c)
-                 for k, c in (job.get("callbacks") or {}).items() if c]
-    trainer = build_option("trainer", job.trainer, max_epochs=plan.max_epochs,
-                           logger=loggers or False,
-                           callbacks=[*callbacks, timer, phases, RngState()])
-    return Setup(optimizer, scheduler, trainer, loggers, timer, phases)
 
 
 def validate_best(trainer: L.Trainer, module: DistillationModule,
@@ -343,6 +259,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     Raises:
         ConfigError: Bad input, found before any weights load (results.json says ``failed``).
     """
+    if general.is_general(cfg):  # task-agnostic distillation on a corpus: litdistill.general
+        return general.train_general(cfg)
     output_dir = Path(cfg.paths.output_dir)
     if (done := runs.finished(cfg, output_dir)) is not None:
         log.info("skip_done: %s already finished ok; skipping", output_dir)
@@ -357,7 +275,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # The job as it runs (logged as hyper-parameters, named in loggers); cfg stays as is.
         job = OmegaConf.merge(cfg, {"name": runs.run_name(cfg), "group": runs.run_group(cfg),
                                     "trainer": {"max_epochs": plan.max_epochs}})
-        setup = build_trainer(job, plan)  # every configured object, before any weights
+        # Every configured object, before any weights load.
+        setup = build_setup(job, plan.objective, plan.ckpt_path, plan.max_epochs)
         trainer = setup.trainer
         run.is_zero = trainer.is_global_zero
         datamodule, side = prepare(cfg, plan, run.results)
