@@ -28,7 +28,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from litdistill import atomic, runs, unlabelled
+from litdistill import atomic, monitors, runs, unlabelled
 from litdistill.augment import Augment
 from litdistill.callbacks import EpochTimer, PhaseLog, RngState
 from litdistill.checks import (
@@ -259,6 +259,7 @@ def finish(run: runs.RunRecord, cfg: DictConfig, plan: Plan, side: TeacherSide |
         epochs=trainer.current_epoch, phase_starts=[list(p) for p in clocks[1].starts],
         epoch_seconds=clocks[0].epoch_seconds)
     runs.log_results(loggers, results)
+    monitors.finish_run(trainer, loggers, results)  # W&B headline keys, disagreement table
     return run.write()
 
 
