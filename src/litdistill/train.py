@@ -28,7 +28,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from litdistill import atomic, monitors, runs, unlabelled
+from litdistill import atomic, monitors, progress, runs, unlabelled
 from litdistill.augment import Augment
 from litdistill.callbacks import EpochTimer, PhaseLog, RngState
 from litdistill.checks import (
@@ -282,6 +282,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # Before the record opens: it could not even write its "failed".
     check_writable(output_dir, "run dir (paths.output_dir)")
     with runs.RunRecord(cfg, output_dir) as run:
+        progress.apply(cfg.get("progress") or "auto")  # library bars: before any tokenizing
         plan = validate(cfg, output_dir)
         run.results["metric_names"] = plan.task.metric_names
         run.results["label_names"] = list(plan.task.label_names or []) or None

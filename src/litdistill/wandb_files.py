@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,8 @@ def _payloads(data: bytes) -> list[bytes]:
             pos += left
             continue
         _, length, kind = _RECORD.unpack_from(data, pos)
-        if kind == 0 and length == 0:
-            break  # zeros: the end of what was written
+        if (kind == 0 and length == 0) or pos + _RECORD.size + length > len(data):
+            break  # zeros or a record still being written: the end of what is readable
         chunk = data[pos + _RECORD.size: pos + _RECORD.size + length]
         pos += _RECORD.size + length
         pending = chunk if kind in (1, 2) else pending + chunk
@@ -49,29 +50,48 @@ def _items(update: Any) -> dict[str, Any]:
     return values
 
 
-def read_run(folder: str | Path) -> dict[str, Any]:
-    """An offline run folder (``offline-run-*``) or the run dir holding ``wandb/``.
-
-    Returns:
-        ``id``, ``name``, ``group``, ``job_type``, ``tags``, ``config`` (the values, without
-        W&B's ``{"value": ...}`` wrapping), ``summary`` (last value of each key), ``history``
-        (one dict per logged row) and ``artifacts`` (name, type, metadata).
-    """
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    folder = Path(folder)
+def _log_file(folder: Path) -> Path:
     if not folder.name.startswith("offline-run-"):
         found = sorted(folder.glob("wandb/offline-run-*")) or sorted(folder.glob("offline-run-*"))
         if not found:
             raise FileNotFoundError(f"no offline W&B run under {folder}")
         folder = found[-1]
-    log = next(folder.glob("run-*.wandb"))
+    return next(folder.glob("run-*.wandb"))
+
+
+def read_run(folder: str | Path, wait: float = 0.0) -> dict[str, Any]:
+    """An offline run folder (``offline-run-*``) or the run dir holding ``wandb/``.
+
+    Args:
+        folder: The run's folder.
+        wait: Seconds to wait for the run's ``exit`` record: W&B's service process writes
+            the log's tail shortly after ``wandb.finish()`` returns.
+
+    Returns:
+        ``id``, ``name``, ``group``, ``job_type``, ``tags``, ``config`` (the values, without
+        W&B's ``{"value": ...}`` wrapping), ``summary`` (last value of each key), ``history``
+        (one dict per logged row), ``artifacts`` (name, type, metadata) and ``finished``
+        (the log ends with the run's exit).
+    """
+    log = _log_file(Path(folder))
+    deadline = time.monotonic() + wait
+    run = _replay(log.read_bytes())
+    while not run["finished"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+        run = _replay(log.read_bytes())
+    return run
+
+
+def _replay(data: bytes) -> dict[str, Any]:
+    from wandb.proto import wandb_internal_pb2 as pb
+
     run: dict[str, Any] = {"config": {}, "summary": {}, "history": [], "artifacts": [],
-                           "tags": []}
-    for payload in _payloads(log.read_bytes()):
+                           "tags": [], "finished": False}
+    for payload in _payloads(data):
         record = pb.Record()
         record.ParseFromString(payload)
         kind = record.WhichOneof("record_type")
+        run["finished"] = run["finished"] or kind == "exit"
         if kind == "run":
             r = record.run
             run.update(id=r.run_id, name=r.display_name, group=r.run_group,
