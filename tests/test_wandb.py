@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -130,3 +131,43 @@ def test_every_logger_gets_the_figures(make_cfg, tmp_path):
     assert retention["step"] == val["step"]
     assert float(retention["val/retention"]) == pytest.approx(
         float(val["val/score"]) / results["teacher"]["score"])
+
+
+def test_report_logged_as_one_report_run_in_the_sweep_group(tmp_path):
+    """`log_report` reads a report folder: the W&B Table holds report.csv's rows, the
+    score-vs-params scatter holds the students' points, each PNG is an image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from litdistill.tables import render_csv
+    from litdistill.wandb_report import log_report
+
+    out = tmp_path / "sweep_2026"
+    out.mkdir()
+    rows = [{"kind": "teacher", "config": "teacher", "params": 1000, "score_mean": 0.9},
+            {"kind": "student", "config": "student=a", "params": 100, "score_mean": 0.8,
+             "score_std": 0.01, "score_n": 2},
+            {"kind": "student", "config": "student=b", "params": 300, "score_mean": 0.85}]
+    (out / "report.csv").write_text(render_csv(rows))
+    (out / "report.md").write_text("| a |\n|---|\n")
+    fig = plt.figure()
+    fig.savefig(out / "score_vs_params.png")
+    plt.close(fig)
+    folder = log_report(out, mode="offline")
+    run = read_run(folder, wait=60)
+    assert (run["job_type"], run["group"], run["name"]) == ("report", "sweep_2026",
+                                                            "report sweep_2026")
+    media = Path(folder) / "files" / "media"
+    (table_file,) = media.glob("table/report/table_*.table.json")
+    table = json.loads(table_file.read_text())
+    config, params = table["columns"].index("config"), table["columns"].index("params")
+    assert [(r[config], r[params]) for r in table["data"]] == [
+        ("teacher", 1000), ("student=a", 100), ("student=b", 300)]
+    (scatter,) = media.glob("table/report/score_vs_params_table_*.table.json")
+    assert json.loads(scatter.read_text())["data"] == [["student=a", 100, 0.8],
+                                                       ["student=b", 300, 0.85]]
+    assert list(media.glob("images/plots/score_vs_params_*.png"))
+    assert not list(media.glob("table/report/score_vs_latency*"))  # no latency column values
+    assert (Path(folder) / "files" / "report.md").is_file()
