@@ -61,3 +61,27 @@ def test_log_off_a_terminal_is_plain_lines_and_wandb_is_organised(tmp_path, tiny
                            "augment:none"]
     assert run["name"].startswith("student=tiny,teacher=tiny,distill=kd")
     assert Path(run_dir, "disagreements.csv").is_file()
+
+
+HEADERS = ["model", "dev acc", "params", "ms/example (b=1)", "speedup b=32"]
+ROWS = [["teacher (MiniLM-L6, fine-tuned)", "0.7915", "22,713,986", "7.2", "1.00x"],
+        ["student 3L + KD, ONNX int8", "0.8092", "17,390,594", "0.9", "6.03x"]]
+
+
+def test_narrow_table_keeps_cells_whole_at_80_columns():
+    from litdistill.console import narrow_table
+
+    wide = narrow_table(HEADERS, ROWS, width=120).splitlines()
+    assert len(wide) == 4 and wide[2].split("  ")[0] == "teacher (MiniLM-L6, fine-tuned)"
+    narrow = narrow_table(HEADERS, ROWS, width=60, title="demo").splitlines()
+    assert narrow[0] == "demo" and max(len(x) for x in narrow) <= 60
+    # two header lines, a rule, rows labelled A/B, and the legend with the full names
+    assert narrow[3].split()[:2] == ["A", "0.7915"] and narrow[4].split()[:2] == ["B", "0.8092"]
+    assert narrow[-2:] == ["  A = teacher (MiniLM-L6, fine-tuned)",
+                           "  B = student 3L + KD, ONNX int8"]
+    for cell in ("22,713,986", "17,390,594", "6.03x"):
+        assert cell in "\n".join(narrow)
+    # too narrow for any layout: the Markdown table, cells whole
+    tiny = narrow_table(HEADERS, ROWS, width=20).splitlines()
+    assert tiny[0] == "| model | dev acc | params | ms/example (b=1) | speedup b=32 |"
+    assert tiny[2].startswith("| teacher (MiniLM-L6, fine-tuned) | 0.7915 |")
