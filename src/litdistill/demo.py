@@ -31,6 +31,7 @@ from rich.table import Table
 
 from litdistill import atomic, zoo
 from litdistill.conf import compose
+from litdistill.console import narrow_table
 from litdistill.errors import cli_main
 from litdistill.latency import load, measure_models, size_mb
 from litdistill.rundir import ONNX_INT8
@@ -184,7 +185,10 @@ def run_demo(out: Path, report_dir: Path | None, overrides: list[str], threads: 
     console.rule("[bold]latency")
     rows = build_rows(stages, _latency_texts(data_dir), threads, exported)
     table, markdown = render(rows)
-    console.print(table)
+    # Whole cells at the terminal's width (80 in a log): short labels + legend if needed.
+    print(narrow_table([h for h, _, _ in _COLUMNS],
+                       [[fmt.format(r[key]) for _, key, fmt in _COLUMNS] for r in rows],
+                       width=console.width, title=str(table.title)))
     summary = {"rows": rows, "runs": {k: v["run_dir"] for k, v in stages.items()},
                "overrides": overrides, "threads": threads}
     atomic.write_json(report_dir / "results.json", summary)

@@ -56,10 +56,39 @@ def wandb_run_id(save_dir: str, resume: bool) -> str:
     return run_id
 
 
+# Config groups a W&B user filters and groups runs by (tags ``<group>:<option>``).
+TAG_GROUPS = {"task": "task", "distill": "objective", "student": "student",
+              "transfer": "transfer", "augment": "augment"}
+
+
+def pick_job_type(teacher: bool, general: bool = False) -> str:
+    """``general`` (task-agnostic distillation on a corpus), ``teacher`` (no teacher:
+    fine-tuning, how teachers are trained) or ``student`` (a student run beside a teacher:
+    distilled, or the no-KD baseline the report pairs it with)."""
+    if general:
+        return "general"
+    return "student" if teacher else "teacher"
+
+
+def run_tags(facts: dict[str, Any], choices: dict[str, str]) -> list[str]:
+    """``task:sst2``, ``objective:kd``, ``student:minilm_3l``, ``transfer:none``,
+    ``augment:none``: the option each group runs (Hydra's choices; ``facts`` outside a Hydra
+    app, e.g. a composed config)."""
+    tags = []
+    for group, tag in TAG_GROUPS.items():
+        value = choices.get(group) or facts.get(tag)
+        if value not in (None, ""):
+            tags.append(f"{tag}:{value}"[:64])  # W&B's limit per tag
+    return tags
+
+
 def wandb_logger(project: str, save_dir: str, name: str | None = None,
                  group: str | None = None, mode: str = "auto", resume: Any = False,
+                 job_type: str = "auto", tags: Any = "auto",
+                 facts: dict[str, Any] | None = None, log_student: bool = False,
                  **kwargs: Any) -> WandbLogger:
-    """Lightning's WandbLogger with the run's name and group and a network-safe mode.
+    """Lightning's WandbLogger with the run's name, group, job type and tags and a
+    network-safe mode.
 
     Args:
         project: W&B project.
@@ -69,14 +98,32 @@ def wandb_logger(project: str, save_dir: str, name: str | None = None,
         mode: ``auto``, ``online``, ``offline`` or ``disabled``.
         resume: The job's ``resume`` (true or a checkpoint path: continue this run dir's W&B
             run, whose id ``wandb_id`` holds).
-        **kwargs: Passed to :class:`WandbLogger` (tags, entity, ...).
+        job_type: ``auto`` (:func:`pick_job_type`) or a name.
+        tags: ``auto`` (:func:`run_tags`) or a list.
+        facts: What ``auto`` reads from the job config: ``task``, ``teacher`` (any value: a
+            teacher is given), ``objective_target`` (the distill ``_target_``: a general
+            objective), and option names outside a Hydra app (``student``...).
+        log_student: At the end, log the exported student (and ONNX graphs) as an artifact
+            (:func:`litdistill.monitors.finish_run`).
+        **kwargs: Passed to :class:`WandbLogger` (entity, ...).
     """
+    from litdistill.runs import choices  # runs imports this module's neighbours
+
+    facts = dict(facts or {})
+    picked = choices()
+    if job_type == "auto":
+        general = str(facts.get("objective_target") or "").endswith("GeneralObjective")
+        job_type = pick_job_type(facts.get("teacher") is not None, general)
+    if tags == "auto":
+        tags = run_tags(facts, picked)
     mode = wandb_mode(mode)
     os.makedirs(save_dir, exist_ok=True)
     run_id = wandb_run_id(save_dir, resume not in (None, False, "false"))
-    return WandbLogger(project=project, save_dir=save_dir, name=name, group=group,
-                       offline=mode == "offline", mode=mode, id=run_id, resume="allow",
-                       **kwargs)
+    logger = WandbLogger(project=project, save_dir=save_dir, name=name, group=group,
+                         offline=mode == "offline", mode=mode, id=run_id, resume="allow",
+                         job_type=job_type, tags=list(tags or []), **kwargs)
+    logger.log_student = bool(log_student)
+    return logger
 
 
 def keep_logged_rows(loggers: list[Logger], step: int) -> None:

@@ -354,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch threads while timing (default 1: least disturbed by load)")
     parser.add_argument("--repeats", type=int, default=20,
                         help="timed batch-1 calls per model (default 20; batch 32: a third)")
+    parser.add_argument("--wandb", action="store_true", help="also log the tables and plots "
+                        "into one W&B run (job type report) in the sweep's group")
     args = parser.parse_args(argv)
     out = args.out or args.sweep_dirs[0]
     result = report(args.sweep_dirs, out, latency=not args.no_latency, threads=args.threads,
@@ -361,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     failed = sum(not (j.get("status") == "ok" and j.get("student")) for j in result["jobs"])
     print(f"{len(result['jobs'])} jobs, {failed} failed; wrote {out}/report.md, report.csv "
           f"and {sum(result['plots'].values())} plots")
+    if args.wandb:
+        from litdistill.wandb_report import log_report
+
+        log_report(out)
     return 0
 
 

@@ -27,7 +27,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from litdistill import general, runs, unlabelled, vocab
+from litdistill import general, monitors, progress, runs, unlabelled, vocab
 from litdistill.augment import Augment
 from litdistill.batching import TEACHER_PREFIX
 from litdistill.builders import Setup, build, build_setup
@@ -226,9 +226,9 @@ def finish(run: runs.RunRecord, cfg: DictConfig, plan: Plan, side: TeacherSide |
     check_weights(module.student, "student")  # never export (or call ok) NaN weights
     run_dir, dm = RunDir(run.results["run_dir"]), trainer.datamodule
     student_dir = export_student(module.student, dm.tokenizer, plan.task, run_dir.student_dir)
-    write_predictions(run_dir.predictions_path, dev_predictions(
-        module.student, dm.tokenizer, dm.splits, list(plan.task.eval_splits),
-        dm.eval_batch_size, module.device))
+    predictions = dev_predictions(module.student, dm.tokenizer, dm.splits,
+                                  list(plan.task.eval_splits), dm.eval_batch_size, module.device)
+    write_predictions(run_dir.predictions_path, predictions)
     student = runs.model_entry(plan.student.name, module.student, module.last_val, plan.task)
     student["agreement"] = module.last_agreement
     student.update(vocab_size=module.student.config.vocab_size, size_mb=size_mb(student_dir))
@@ -244,6 +244,9 @@ def finish(run: runs.RunRecord, cfg: DictConfig, plan: Plan, side: TeacherSide |
         epochs=trainer.current_epoch, phase_starts=[list(p) for p in clocks[1].starts],
         epoch_seconds=clocks[0].epoch_seconds)
     runs.log_results(loggers, results)
+    table = monitors.disagreement_rows(predictions, plan.splits.raw[plan.task.eval_splits[0]],
+                                       plan.task, monitors.table_size(trainer))
+    monitors.finish_run(loggers, results, table)  # W&B headline keys, disagreement table
     return run.write()
 
 
@@ -268,6 +271,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # Before the record opens: it could not even write its "failed".
     check_writable(output_dir, "run dir (paths.output_dir)")
     with runs.RunRecord(cfg, output_dir) as run:
+        progress.apply(cfg.get("progress") or "auto")  # library bars: before any tokenizing
         plan = validate(cfg, output_dir)
         run.results["metric_names"] = plan.task.metric_names
         run.results["label_names"] = list(plan.task.label_names or []) or None
