@@ -337,3 +337,20 @@ def test_exported_graphs_are_points_of_the_size_and_latency_fronts():
     assert [pts[i]["kind"] for i in front] == ["export"]
     pts, front = plot_panels([student, graph], "latency_ms_b1", "score", front=True)["sst2"]
     assert len(pts) == 2 and [pts[i]["kind"] for i in front] == ["export"]
+
+
+def test_report_callback_logs_the_sweep_to_wandb_only_when_asked(sweep, tmp_path, monkeypatch):
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    calls = []
+    monkeypatch.setattr("litdistill.wandb_report.log_report",
+                        lambda out, **kwargs: calls.append(Path(out)))
+    cfg = OmegaConf.create({"hydra": {"sweep": {"dir": str(copy)}}})
+    report.ReportCallback(latency=False).on_multirun_end(cfg)
+    assert calls == [] and (copy / "report.md").is_file()
+    report.ReportCallback(latency=False, wandb=True).on_multirun_end(cfg)
+    assert calls == [copy]

@@ -377,10 +377,12 @@ class ReportCallback(Callback):
     Args:
         latency: Measure every model's CPU latency.
         threads: torch threads while timing.
+        wandb: Also log the report into one W&B run of job type ``report`` in the sweep's
+            group (:func:`litdistill.wandb_report.log_report`; offline without a key).
     """
 
-    def __init__(self, latency: bool = True, threads: int = 1) -> None:
-        self.latency, self.threads = latency, threads
+    def __init__(self, latency: bool = True, threads: int = 1, wandb: bool = False) -> None:
+        self.latency, self.threads, self.wandb = latency, threads, wandb
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(config.hydra.sweep.dir)
@@ -391,6 +393,10 @@ class ReportCallback(Callback):
             log.error("no report for %s: %s", sweep, err)
             return
         log.info("report of %d jobs: %s", len(result["jobs"]), sweep / "report.md")
+        if self.wandb:
+            from litdistill.wandb_report import log_report  # wandb only when asked
+
+            log_report(sweep)
 
 
 if __name__ == "__main__":
