@@ -34,10 +34,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from transformers import AutoModel
 
+from litdistill.conf import CONF_DIR
 from litdistill.corpus import FileCorpus
 from litdistill.general_module import GeneralDataModule, GeneralDistillationModule
 from litdistill.models import Pretrained, Sized, char_tokenizer
-from litdistill.train import CONF_DIR
 
 WORDS = ("the a film movie plot actor scene story good bad dull great long short funny sad "
          "music camera end start character dialogue twist director").split()

@@ -22,8 +22,9 @@ import pytest
 import yaml
 
 from litdistill.checks import check_config_dirs, check_group_options
+from litdistill.conf import CONF_DIR
 from litdistill.errors import ConfigError
-from litdistill.train import CONF_DIR, train
+from litdistill.train import train
 from test_slow import CLI_BASE, _env
 
 REPO = Path(__file__).resolve().parents[1]

@@ -20,13 +20,11 @@ from typing import Any
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from conftest import write_tiny_glue
-from litdistill.train import CONF_DIR
+from litdistill.conf import compose
 from test_slow import CLI_BASE, _env
 
 # One epoch of two batches of 8 rows, validated on 16 rows: seconds per job.
@@ -36,9 +34,7 @@ TINY = ["trainer.max_epochs=1", "data.batch_size=8", "data.max_train_samples=16"
 
 def _compose(*overrides: str) -> DictConfig:
     """``conf/train.yaml`` with its ``hydra`` node, as a ``--multirun`` would see it."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("train", overrides=list(overrides), return_hydra_config=True)
+    return compose(overrides, return_hydra_config=True)
 
 
 def _multirun(args: list[str], cwd: Path, timeout: float = 400) -> subprocess.CompletedProcess:

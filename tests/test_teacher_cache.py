@@ -30,21 +30,16 @@ from litdistill.train import train
 def fine_tuned_teacher(tmp_path_factory, tiny_glue, word_tokenizer_dir) -> Path:
     """A 2-layer BERT fine-tuned on the tiny SST-2 (a real, file-backed teacher that beats
     the majority class; settings of test_fine_tuning_learns_and_exports_a_pipeline_model)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from litdistill.train import CONF_DIR
+    from litdistill.conf import compose
 
     run = tmp_path_factory.mktemp("teacher_run")
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[
-            "logger=none", "callbacks=none", "trainer.max_epochs=12", "student=sized",
-            "student.num_layers=2", "student.hidden=32", "student.heads=2",
-            "student.intermediate=64", f"student.tokenizer_name={word_tokenizer_dir}",
-            "++trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-            "optimizer.lr=3e-3", "scheduler=none", "data.batch_size=8",
-            f"data.glue_dir={tiny_glue}"])
+    cfg = compose([
+        "logger=none", "callbacks=none", "trainer.max_epochs=12", "student=sized",
+        "student.num_layers=2", "student.hidden=32", "student.heads=2",
+        "student.intermediate=64", f"student.tokenizer_name={word_tokenizer_dir}",
+        "++trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+        "optimizer.lr=3e-3", "scheduler=none", "data.batch_size=8",
+        f"data.glue_dir={tiny_glue}"])
     with open_dict(cfg):
         cfg.paths.output_dir = str(run)
         cfg.paths.cache_dir = str(run / "cache")

@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from transformers import BertConfig
 
+from litdistill.conf import CONF_DIR
 from litdistill.errors import ConfigError
 from litdistill.objective import Objective
 from litdistill.terms import (
@@ -21,7 +22,7 @@ from litdistill.terms import (
     check_terms,
     make_term,
 )
-from litdistill.train import CONF_DIR, train
+from litdistill.train import train
 
 PRESETS = sorted(Path(CONF_DIR, "distill").glob("*.yaml"))
 TINY_PAIR = ["teacher=tiny", "teacher.num_layers=4", "teacher.hidden=48", "student=tiny"]

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from transformers import pipeline
 
+from litdistill.conf import CONF_DIR
 from litdistill.errors import ConfigError
-from litdistill.train import CONF_DIR, train
+from litdistill.train import train
 
 RESULT_KEYS = {"status", "task", "metric_names", "student", "teacher", "retention",
                "train_seconds", "error"}

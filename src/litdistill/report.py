@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import logging
 import math
 import re
@@ -22,7 +21,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
@@ -31,79 +29,14 @@ from litdistill import latency as timing
 from litdistill.errors import LitDistillError, cli_main
 from litdistill.intervals import add_intervals, render_intervals, render_intervals_csv
 from litdistill.plots import write_plots
-from litdistill.rundir import ONNX_FP32, ONNX_INT8, RunDir, RunDirError
+from litdistill.rundir import ONNX_FP32, ONNX_INT8, RunDir
 from litdistill.runs import config_key
+from litdistill.sweeps import ReportError, find_jobs, read_json
 from litdistill.tables import PLOTS, render_csv, render_markdown
 
 __all__ = ["PLOTS", "ReportCallback", "ReportError", "build_rows", "config_key", "find_jobs",
            "main", "report"]
 log = logging.getLogger(__name__)
-
-
-class ReportError(LitDistillError):
-    """Bad input to ``litdistill-report``."""
-
-
-def _natural(path: Path) -> list[Any]:
-    # Job 10 after job 9; digit runs land at odd indices, so int and str never meet.
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
-
-
-def _yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-
-
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _load_job(job_dir: Path) -> dict[str, Any]:
-    """One job's results, with overrides and choices taken from ``.hydra/`` for old files
-    (a damaged results.json: a failed job whose error says so)."""
-    run = RunDir(job_dir)
-    try:
-        res: dict[str, Any] = dict(run.read_results())
-    except RunDirError as err:
-        res = {"status": "failed", "error": str(err)}
-    if res.get("overrides") is None:
-        res["overrides"] = _yaml(run.overrides_path) or []
-    if not res.get("choices"):
-        hydra = _yaml(run.hydra_path) or {}
-        res["choices"] = (hydra.get("hydra") or {}).get("runtime", {}).get("choices") or {}
-    res["job_dir"] = str(job_dir)
-    return res
-
-
-def find_jobs(dirs: list[Path]) -> list[dict[str, Any]]:
-    """Every job under ``dirs`` (sweep or job folders), including ones that never finished.
-
-    Raises:
-        ReportError: A folder does not exist or holds no results.json at all.
-    """
-    jobs = []
-    for folder in dirs:
-        if not folder.is_dir():
-            what = "not a folder" if folder.exists() else "no such folder"
-            raise ReportError(f"{folder}: {what}; pass a sweep folder "
-                              "(multirun/<stamp>/) or a job folder holding results.json")
-        done = {p.parent for p in folder.rglob("results.json")}
-        if not done:
-            raise ReportError(f"{folder}: no results.json under it; pass a sweep folder "
-                              "(multirun/<stamp>/) or job folder whose jobs have finished")
-        started = {p.parent.parent for p in folder.rglob(".hydra/overrides.yaml")}
-        for job_dir in sorted(done | started, key=_natural):
-            job = _load_job(job_dir) if job_dir in done else {
-                "status": "failed", "error": "no results.json (still running, or killed)",
-                "overrides": _yaml(job_dir / ".hydra" / "overrides.yaml") or [],
-                "job_dir": str(job_dir)}
-            jobs.append(job)
-    return jobs
 
 
 # Override roots a KD configuration may differ in from its no-KD baseline.
@@ -241,7 +174,7 @@ def export_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     jobs): the graph's dev score from ``export.json``, its file as the model to time."""
     extra = []
     for row in [r for r in rows if r["kind"] == "student"]:
-        exports = [e for e in (_json(RunDir(j).export_json) for j in row["jobs"])
+        exports = [e for e in (read_json(RunDir(j).export_json) for j in row["jobs"])
                    if isinstance(e, dict) and e.get("scores")]
         for label, (key, name) in EXPORTED.items():
             found = [e for e in exports if key in e["scores"] and name in e.get("files", {})]
