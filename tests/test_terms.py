@@ -24,7 +24,9 @@ from litdistill.terms import (
 )
 from litdistill.train import train
 
-PRESETS = sorted(Path(CONF_DIR, "distill").glob("*.yaml"))
+PRESETS = sorted(p for p in Path(CONF_DIR, "distill").glob("*.yaml")
+                 if not p.stem.endswith("_general"))
+GENERAL = sorted(Path(CONF_DIR, "distill").glob("*_general.yaml"))
 TINY_PAIR = ["teacher=tiny", "teacher.num_layers=4", "teacher.hidden=48", "student=tiny"]
 
 
@@ -36,6 +38,19 @@ def test_as_dict_is_the_preset_as_written(path):
     objective = instantiate(OmegaConf.load(path))
     expected = {k: v for k, v in raw.items() if not k.startswith("_")}
     assert json.dumps(objective.as_dict()) == json.dumps(expected)
+
+
+@pytest.mark.parametrize("path", GENERAL, ids=lambda p: p.stem)
+def test_general_presets_record_every_option_and_rebuild_from_it(path):
+    """A general run's ``distill`` entry holds every option (terms with their defaults), and
+    building the objective from it gives the same objective."""
+    from litdistill.general import GeneralObjective
+
+    objective = instantiate(OmegaConf.load(path))
+    written = json.loads(json.dumps(objective.as_dict()))
+    assert set(written) == {"kind", "terms", "temperature", "alpha_kd", "alpha_mlm",
+                            "mlm_probability"}
+    assert GeneralObjective(**written).as_dict() == written
 
 
 def test_terms_are_typed():

@@ -97,9 +97,10 @@ class GeneralObjective:
         return self.kind == "distilbert"
 
     def as_dict(self) -> dict[str, Any]:
+        """results.json's ``distill`` entry: every option, terms with all of theirs."""
         return {"kind": self.kind, "terms": {n: t.as_dict() for n, t in self.terms.items()},
-                "temperature": self.temperature,
-                "alpha_kd": self.alpha_kd, "alpha_mlm": self.alpha_mlm}
+                "temperature": self.temperature, "alpha_kd": self.alpha_kd,
+                "alpha_mlm": self.alpha_mlm, "mlm_probability": self.mlm_probability}
 
 
 def is_general(cfg: DictConfig) -> bool:

@@ -59,8 +59,8 @@ def teacher_dev_score(trainer: L.Trainer) -> dict[str, float] | None:
     """The teacher's dev metrics and score, from the dev logits the batches carry (what
     ``teachers.check_teacher`` scored; no forward pass). None without a teacher."""
     dm = getattr(trainer, "datamodule", None)
-    splits = getattr(dm, "splits", None) or {}
-    evals = list(dm.task.eval_splits) if splits else []
+    splits, task = getattr(dm, "splits", None) or {}, getattr(dm, "task", None)
+    evals = list(task.eval_splits) if splits and task is not None else []
     if not evals or any(TEACHER_LOGITS not in splits[s].column_names for s in evals):
         return None
     return metrics.evaluate(dm.task, [torch.as_tensor(splits[s][TEACHER_LOGITS]) for s in evals],
