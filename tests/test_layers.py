@@ -129,3 +129,21 @@ def test_modules_and_functions_stay_small():
                     (n := node.end_lineno - node.lineno + 1) > MAX_FUNCTION_LINES:
                 too_long.append(f"{path.name}:{node.lineno} {node.name}: {n} lines")
     assert not too_long, too_long
+
+
+# The tools that read finished runs (ARCHITECTURE.md, "Layers"): training never imports them,
+# and they never import the training entry point.
+TOOLS = {"report", "sweeps", "tables", "plots", "intervals", "wandb_report", "wandb_files",
+         "export", "onnx_graphs", "latency", "zoo_cli"}
+# Old configs name litdistill.callbacks.ReportCallback: a lazy alias, imported only then.
+ALLOWED = {("callbacks", "report")}
+
+
+def test_training_never_imports_the_tools_that_read_finished_runs():
+    edges = {k.removeprefix("litdistill."): {d.removeprefix("litdistill.") for d in v}
+             for k, v in graph().items()}
+    up = sorted((m, d) for m, deps in edges.items() for d in deps
+                if m not in TOOLS and m != "demo" and d in TOOLS and (m, d) not in ALLOWED)
+    assert not up, f"modules below the tools import them: {up}"
+    into_train = sorted(m for m in TOOLS if "train" in edges.get(m, ()))
+    assert not into_train, f"tools import the training entry point: {into_train}"

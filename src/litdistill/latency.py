@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from litdistill.model_files import size_mb  # noqa: F401  (report, demo and benchmarks read it here)
+
 # Fixed latency inputs, 3 to ~45 words, so every model sees the same tokens and padding.
 TEXTS = [
     "A gripping, beautifully acted film.",
@@ -192,16 +194,6 @@ def machine() -> str:
     """One line naming the machine and the versions that latency figures depend on."""
     return (f"{cpu_name()}, {os.cpu_count()} logical CPUs, {platform.platform()}, "
             f"Python {platform.python_version()}, torch {torch.__version__}")
-
-
-def size_mb(path: str | Path | None) -> float | None:
-    """A model's weights on disk in MiB: an exported graph file, or the safetensors/bin files
-    of a save_pretrained folder (None: no such file or no weights in the folder)."""
-    path = Path(path) if path else None
-    if path is None or not path.exists():
-        return None
-    files = [path] if path.is_file() else [*path.glob("*.safetensors"), *path.glob("*.bin")]
-    return sum(f.stat().st_size for f in files) / 2**20 if files else None
 
 
 def load(folder: str | Path) -> tuple[nn.Module, Any]:

@@ -185,3 +185,13 @@ def resolve_path(name_or_path: str, need_config: bool = True) -> str:
             f"({', '.join(zoo.ASSETS)}; see litdistill-zoo list)"
         )
     return name_or_path
+
+
+def size_mb(path: str | Path | None) -> float | None:
+    """A model's weights on disk in MiB: an exported graph file, or the safetensors/bin files
+    of a save_pretrained folder (None: no such file or no weights in the folder)."""
+    path = Path(path) if path else None
+    if path is None or not path.exists():
+        return None
+    files = [path] if path.is_file() else [*path.glob("*.safetensors"), *path.glob("*.bin")]
+    return sum(f.stat().st_size for f in files) / 2**20 if files else None

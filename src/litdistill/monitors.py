@@ -177,7 +177,7 @@ def disagreement_rows(predictions: dict[str, np.ndarray], raw: datasets.Dataset,
 def headline(results: dict[str, Any]) -> dict[str, Any]:
     """The keys a W&B runs table shows first: score, teacher score, retention, agreement,
     params, MB, train seconds, status (the rest of results.json is there flattened)."""
-    from litdistill.latency import size_mb
+    from litdistill.model_files import size_mb
 
     student, teacher = results.get("student") or {}, results.get("teacher") or {}
     return {"score": student.get("score"), "teacher_score": teacher.get("score"),

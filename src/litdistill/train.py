@@ -43,7 +43,7 @@ from litdistill.conf import CONF_DIR  # noqa: F401  (litdistill.train.CONF_DIR s
 from litdistill.data import DataOptions, GlueDataModule, build_datamodule
 from litdistill.errors import ConfigError, LaunchError, LitDistillError, fail
 from litdistill.finite import check_weights
-from litdistill.latency import size_mb
+from litdistill.model_files import size_mb
 from litdistill.models import Calibration, FromTeacher, ModelSpec
 from litdistill.module import DistillationModule
 from litdistill.objective import Objective
