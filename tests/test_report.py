@@ -307,7 +307,8 @@ def test_report_gives_each_gain_a_paired_bootstrap_interval(tmp_path):
             "idx.validation": np.arange(400), "labels.validation": labels,
             "student.validation": student, "teacher.validation": teacher})
         predictions[(job["choices"]["distill"], job["seed"])] = student
-    out = report.report([tmp_path / "sweep"], tmp_path / "out", latency=False)
+    out = report.report([tmp_path / "sweep"], tmp_path / "out", latency=False,
+                        reference="distill=none")
     kd = next(r for r in out["rows"] if r["kind"] == "student" and not r["baseline"])
 
     def runs(distill: str) -> list[list[Split]]:
@@ -317,11 +318,14 @@ def test_report_gives_each_gain_a_paired_bootstrap_interval(tmp_path):
     assert kd["ci_teacher"] == paired_interval(["accuracy"], runs("kd"),
                                                [[Split(teacher.argmax(-1), labels)]] * 2)
     assert kd["ci_baseline"].excludes_zero and kd["ci_baseline"].low > 0.1
+    # --reference distill=none: the one configuration of the task with that override
+    assert kd["ci_reference"] == kd["ci_baseline"] and "distill=none" in kd["reference"]
     text = (tmp_path / "out" / "report.md").read_text()
     assert "## Gains with 95% confidence intervals" in text
     table = (tmp_path / "out" / "intervals.csv").read_text().splitlines()
     assert table[0].startswith("task,config,versus,gain,low,high")
     assert sum(line.split(",")[2] == "baseline" for line in table[1:]) == 1
+    assert sum(line.split(",")[2] == "reference" for line in table[1:]) == 1
 
 
 def test_exported_graphs_are_points_of_the_size_and_latency_fronts():

@@ -29,6 +29,7 @@ for stage in ${STAGES:-teachers seed1 seeds23 report}; do
     teachers) train experiment=student_shapes_teachers "paths.study_dir=$S" "$@" ;;
     seed1) students 1 "$@" ;;
     seeds23) students 2,3 "$@" ;;
-    report) $PY -m litdistill.report "$S/students" --out experiments/student_shapes/report ;;
+    report) $PY -m litdistill.report "$S/students" --out experiments/student_shapes/report \
+      --reference "student=tinybert_4l" ;;
   esac
 done

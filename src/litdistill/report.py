@@ -229,7 +229,8 @@ def measure_rows(rows: list[dict[str, Any]], threads: int, repeats: int) -> list
 
 
 def report(dirs: list[Path], out: Path, latency: bool = True, threads: int = 1,
-           repeats: int = 20, command: str = "litdistill-report") -> dict[str, Any]:
+           repeats: int = 20, command: str = "litdistill-report",
+           reference: str | None = None) -> dict[str, Any]:
     """Read the sweeps in ``dirs``, measure latency, write report.md/csv and plots to ``out``.
 
     Returns:
@@ -243,7 +244,7 @@ def report(dirs: list[Path], out: Path, latency: bool = True, threads: int = 1,
         raise ReportError("--threads and --repeats must be at least 1")
     jobs = find_jobs(dirs)
     rows, common = build_rows(jobs)
-    add_intervals(rows, jobs)
+    add_intervals(rows, jobs, reference)
     rows += export_rows(rows)
     for row in rows:
         row.setdefault("size_mb", timing.size_mb(row.get("model_dir")))
@@ -287,12 +288,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch threads while timing (default 1: least disturbed by load)")
     parser.add_argument("--repeats", type=int, default=20,
                         help="timed batch-1 calls per model (default 20; batch 32: a third)")
+    parser.add_argument("--reference", help="overrides naming one configuration per task "
+                        "(e.g. 'student=tinybert_4l'): every other one gets a paired "
+                        "interval against it")
     parser.add_argument("--wandb", action="store_true", help="also log the tables and plots "
                         "into one W&B run (job type report) in the sweep's group")
     args = parser.parse_args(argv)
     out = args.out or args.sweep_dirs[0]
     result = report(args.sweep_dirs, out, latency=not args.no_latency, threads=args.threads,
-                    repeats=args.repeats, command=shlex.join(["litdistill-report", *argv]))
+                    repeats=args.repeats, command=shlex.join(["litdistill-report", *argv]),
+                    reference=args.reference)
     failed = sum(not (j.get("status") == "ok" and j.get("student")) for j in result["jobs"])
     print(f"{len(result['jobs'])} jobs, {failed} failed; wrote {out}/report.md, report.csv "
           f"and {sum(result['plots'].values())} plots")
