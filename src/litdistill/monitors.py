@@ -100,7 +100,8 @@ class RunMonitor(L.Callback):
     # ------------------------------------------------------------------ training
     def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.teacher = teacher_dev_score(trainer)
-        if self.teacher is not None:
+        # Once per run: a resumed run logged it before its checkpoint.
+        if self.teacher is not None and not trainer.ckpt_path:
             log_all(trainer, {f"teacher/{k}": v for k, v in self.teacher.items()})
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
