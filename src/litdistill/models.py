@@ -245,14 +245,18 @@ class FromTeacher(ModelSpec):
         config.num_hidden_layers = len(self.layers)
         return config
 
+    def _source_model(self, num_labels: int, regression: bool, teacher: ModelSpec | None,
+                      teacher_model: PreTrainedModel | None) -> PreTrainedModel:
+        """What is cut: the run's loaded teacher, else ``source`` (or the teacher) loaded."""
+        if self.source is None and teacher_model is not None:
+            return teacher_model
+        return self._origin(teacher).build(num_labels, regression)
+
     def build_full(self, num_labels: int, regression: bool, teacher: ModelSpec | None,
                    teacher_model: PreTrainedModel | None,
                    calibration: Calibration | None) -> PreTrainedModel:
-        if self.source is None and teacher_model is not None:
-            source = teacher_model
-        else:
-            source = self._origin(teacher).build(num_labels, regression)
-        return cut_layers(source, self.layers)
+        return cut_layers(self._source_model(num_labels, regression, teacher, teacher_model),
+                          self.layers)
 
 
 
@@ -301,10 +305,7 @@ class Pruned(FromTeacher):
     def build_full(self, num_labels: int, regression: bool, teacher: ModelSpec | None,
                    teacher_model: PreTrainedModel | None,
                    calibration: Calibration | None) -> PreTrainedModel:
-        if self.source is None and teacher_model is not None:
-            source = teacher_model
-        else:
-            source = self._origin(teacher).build(num_labels, regression)
+        source = self._source_model(num_labels, regression, teacher, teacher_model)
         return pruning.prune(source, self.shape(source.config), calibration, self.rows,
                              self.seed)
 
