@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import tempfile
 import time
 from typing import Any
 
@@ -110,13 +111,23 @@ def run_framework(pair: Pair, batches: list[dict[str, torch.Tensor]],
         optimizer=optimizer_factory(args.lr), scheduler=None,
         objective=Objective(temperature=TEMPERATURE, alpha_kd=ALPHA_KD, alpha_task=ALPHA_TASK))
     timer = StepTimer(warmup, len(batches) - 1)
+    extras: dict[str, object] = {"logger": False, "callbacks": [timer]}
+    if args.monitor:
+        # What a run adds by default (conf/callbacks/default.yaml, logger=csv): the run
+        # monitor (lr, grad norm, throughput, epoch time) and a CSV log, every 10 steps
+        # (configs log every 50: this counts the cost five times as often).
+        from lightning.pytorch.loggers import CSVLogger
+
+        from litdistill.monitors import RunMonitor
+
+        extras = {"logger": CSVLogger(tempfile.mkdtemp(prefix="overhead-")),
+                  "callbacks": [timer, RunMonitor()], "log_every_n_steps": 10}
     trainer = L.Trainer(
         accelerator="gpu" if args.device == "cuda" else "cpu", devices=1,
         precision="bf16-mixed" if args.precision == "bf16" else "32-true",
         max_epochs=1, max_steps=len(batches), limit_val_batches=0, num_sanity_val_steps=0,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, gradient_clip_val=args.clip_grad or None,
-        callbacks=[timer])
+        enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, gradient_clip_val=args.clip_grad or None, **extras)
     # batch_size=None: each item already is a collated batch.
     loader = DataLoader(batches, batch_size=None, shuffle=False)
     trainer.fit(module, train_dataloaders=loader)
@@ -140,6 +151,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--clip-grad", type=float, default=0.0,
                         help="clip the gradient norm on both sides (0: off, as the brief)")
+    parser.add_argument("--monitor", action="store_true",
+                        help="the Lightning side also runs litdistill.monitors.RunMonitor and "
+                        "a CSV logger (what a default run adds)")
     parser.add_argument("--compile", action="store_true",
                         help="model.compile(dynamic=True) student and teacher (GPU)")
     args = parser.parse_args(argv)
