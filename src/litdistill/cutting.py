@@ -24,16 +24,18 @@ def layer_list_name(model: nn.Module, num_layers: int) -> str:
                       f"{type(model).__name__}; from_teacher supports BERT-like encoders")
 
 
-
-def cut_layers(source: PreTrainedModel, layers: Sequence[int]) -> PreTrainedModel:
+def cut_layers(source: PreTrainedModel, layers: Sequence[int],
+               auto: type = AutoModelForSequenceClassification) -> PreTrainedModel:
     """A new model with ``source``'s weights but only the given transformer layers.
 
     Student layer ``i`` gets teacher layer ``layers[i]``; embeddings, pooler and the
     classification head are copied as they are (HF's DistilBERT extraction keeps them too).
+    ``auto`` builds the new model: a classifier, or ``AutoModel``/``AutoModelForMaskedLM``
+    for general distillation's headless and MLM students.
     """
     config = source.config.__class__.from_dict(source.config.to_dict())
     config.num_hidden_layers = len(layers)
-    student = AutoModelForSequenceClassification.from_config(config)
+    student = auto.from_config(config)
     prefix = layer_list_name(source, source.config.num_hidden_layers)
     pattern = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.(.*)$")
     new_index = {t: s for s, t in enumerate(layers)}

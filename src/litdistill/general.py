@@ -32,11 +32,12 @@ from litdistill import runs
 from litdistill.builders import build, build_option
 from litdistill.callbacks import RngState
 from litdistill.corpus import Corpus
+from litdistill.cutting import cut_layers
 from litdistill.errors import ConfigError
 from litdistill.finite import check_weights
 from litdistill.general_module import GeneralDataModule, GeneralDistillationModule, Masking
 from litdistill.intermediate import IntermediateTerms
-from litdistill.models import FromTeacher, ModelSpec, Pretrained, count_params, layer_list_name
+from litdistill.models import FromTeacher, ModelSpec, Pretrained, count_params
 from litdistill.objective import TERMS
 from litdistill.outputs import export_student
 from litdistill.rundir import RunDir
@@ -176,29 +177,10 @@ def build_student(plan: GeneralPlan, teacher: PreTrainedModel) -> PreTrainedMode
     auto, spec = _auto(plan.objective), plan.student
     if isinstance(spec, FromTeacher):
         source = teacher if spec.source is None else auto.from_pretrained(spec.source.path)
-        return cut(source, spec.layers, auto)
+        return cut_layers(source, spec.layers, auto)
     if isinstance(spec, Pretrained):
         return auto.from_pretrained(spec.path, dtype=torch.float32)
     return auto.from_config(spec.hf_config(plan.teacher))
-
-
-def cut(source: PreTrainedModel, layers: list[int], auto: type) -> PreTrainedModel:
-    """A copy of ``source`` keeping only ``layers`` (student layer i <- ``layers[i]``)."""
-    config = source.config.__class__.from_dict(source.config.to_dict())
-    config.num_hidden_layers = len(layers)
-    student = auto.from_config(config)
-    prefix = layer_list_name(source, source.config.num_hidden_layers) + "."
-    new_index = {t: s for s, t in enumerate(layers)}
-    state = {}
-    for key, value in source.state_dict().items():
-        if key.startswith(prefix):
-            index, rest = key[len(prefix):].split(".", 1)
-            if int(index) not in new_index:
-                continue
-            key = f"{prefix}{new_index[int(index)]}.{rest}"
-        state[key] = value.detach().clone()
-    student.load_state_dict(state, strict=False)
-    return student
 
 
 def _masking(plan: GeneralPlan) -> Masking | None:
