@@ -9,7 +9,7 @@ from transformers import AutoModelForSequenceClassification, MPNetConfig
 
 from litdistill.errors import ConfigError
 from litdistill.models import FromTeacher, Pruned, Sized, char_tokenizer, count_params
-from litdistill.pruning import Calibration, check_shape, importance
+from litdistill.pruning import Calibration, check_shape, gradient_importance, importance
 from litdistill.train import train
 
 TEACHER = Sized(num_layers=3, hidden=32, heads=2, intermediate=64, name="t")  # head size 16
@@ -102,6 +102,64 @@ def test_silent_head_and_small_hidden_dims_are_pruned(teacher):
     torch.testing.assert_close(student.classifier.weight, teacher.classifier.weight[:, kept])
 
 
+def _loud_unread_head(teacher: torch.nn.Module) -> None:
+    """Layer 1, head 0: values x 10 (the loudest context) but zero output-projection columns
+    (nothing reads it): activation importance keeps it, gradient importance scores it 0."""
+    with torch.no_grad():
+        attn = teacher.bert.encoder.layer[1].attention
+        attn.self.value.weight[:16] *= 10
+        attn.self.value.bias[:16] *= 10
+        attn.output.dense.weight[:, :16] = 0
+
+
+def test_gradient_importance_scores_an_unread_head_zero(teacher):
+    _loud_unread_head(teacher)
+    batches = list(_calibration().batches(32, 0))
+    loud = importance(teacher, iter(batches), [0, 1, 2])
+    grad = gradient_importance(teacher, iter(batches), [0, 1, 2])
+    assert loud["heads"][1, 0] > loud["heads"][1, 1]
+    assert grad["heads"][1, 0] == 0 and grad["heads"][1, 1] > 0
+    assert torch.equal(grad["hidden"], loud["hidden"])  # hidden dims: activation either way
+    assert grad["heads"].shape == (3, 2) and grad["neurons"].shape == (3, 64)
+    spec = {"hidden": 16, "intermediate": 64}  # one head (16 wide) per layer
+    kept = {how: Pruned(importance=how, **spec).build(2, False, TEACHER, teacher, _calibration())
+            for how in ("activation", "gradient")}
+    value = teacher.bert.encoder.layer[1].attention.self.value.weight
+    hidden = loud["hidden"].topk(16).indices.sort().values
+    for how, head in (("activation", 0), ("gradient", 1)):  # the head each estimator keeps
+        rows = kept[how].bert.encoder.layer[1].attention.self.value.weight
+        assert torch.equal(rows, value[16 * head:16 * head + 16][:, hidden])
+
+
+def test_gradient_importance_is_the_derivative_of_the_loss(teacher):
+    """One row: the score of head h is |dL/ds| for the head's values scaled by s at s = 1
+    (the context is linear in the values), by central differences in float64."""
+    teacher = teacher.double()
+    batch = next(_calibration().batches(1, 3))
+    score = gradient_importance(teacher, iter([batch]), [0, 1, 2])["heads"]
+    label = teacher(**batch).logits.argmax(-1)
+    value = teacher.bert.encoder.layer[2].attention.self.value
+
+    def loss(scale: float) -> float:
+        with torch.no_grad():
+            value.weight[16:] *= scale
+            value.bias[16:] *= scale
+            out = torch.nn.functional.cross_entropy(teacher(**batch).logits, label)
+            value.weight[16:] /= scale
+            value.bias[16:] /= scale
+        return out.item()
+
+    eps = 1e-4
+    expected = abs(loss(1 + eps) - loss(1 - eps)) / (2 * eps)
+    assert expected > 1e-6
+    assert score[2, 1].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_an_unknown_importance_estimator_is_refused():
+    with pytest.raises(ConfigError, match="valid: activation, gradient"):
+        Pruned(hidden=16, importance="fisher")
+
+
 def test_calibration_rows_are_seeded_and_capped():
     calibration = _calibration()
     first = [b["input_ids"] for b in calibration.batches(8, seed=1, batch_size=4)]
@@ -138,10 +196,11 @@ def test_mpnet_is_refused_by_name():
         check_shape(MPNetConfig(), None, 384, None, None)
 
 
-def test_pruned_student_trains_end_to_end(make_cfg, tmp_path):
+@pytest.mark.parametrize("estimator", ["activation", "gradient"])
+def test_pruned_student_trains_end_to_end(make_cfg, tmp_path, estimator):
     """``teacher=tiny student=pruned student.hidden=16``: a run with an exported student."""
     results = train(make_cfg("teacher=tiny", "student=pruned", "student.hidden=16",
-                             "student.rows=16", "distill=kd"))
+                             "student.rows=16", "distill=kd", f"student.importance={estimator}"))
     assert results["status"] == "ok"
     config = json.loads((tmp_path / "run" / "student" / "config.json").read_text())
     assert (config["hidden_size"], config["num_attention_heads"]) == (16, 1)
@@ -162,3 +221,19 @@ def test_pruned_from_a_source_folder_without_a_teacher(make_cfg, teacher, tmp_pa
     config = json.loads((tmp_path / "run" / "student" / "config.json").read_text())
     assert (config["num_hidden_layers"], config["hidden_size"]) == (2, 16)
     assert config["vocab_size"] == results["student"]["vocab_size"] < len(char_tokenizer())
+
+
+def test_the_default_estimator_keeps_earlier_runs_config_sha(make_cfg):
+    """``student.importance`` came after the first pruned runs: at its default it is left out
+    of the identity skip_done compares (those runs stay done); ``gradient`` is a new run."""
+    from omegaconf import open_dict
+
+    from litdistill.runs import config_sha
+
+    cfg = make_cfg("teacher=tiny", "student=pruned", "student.hidden=16")
+    before = cfg.copy()
+    with open_dict(before):
+        del before.student.importance
+    assert config_sha(cfg) == config_sha(before)
+    assert config_sha(make_cfg("teacher=tiny", "student=pruned", "student.hidden=16",
+                               "student.importance=gradient")) != config_sha(cfg)

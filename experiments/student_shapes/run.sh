@@ -1,34 +1,59 @@
 #!/usr/bin/env bash
 # The student-shapes study (README.md here). Grids: conf/experiment/student_shapes*.yaml;
-# this only calls the CLIs, stage by stage (STAGES, default "teachers seed1 seeds23 report");
-# rerunning completes an interrupted stage (skip_done). Further arguments go to every
-# training command:
+# this only calls the CLIs, stage by stage (STAGES, default "teachers seed1 seeds23
+# baselines export report"); rerunning completes an interrupted stage (skip_done). Jobs run task by task and
+# the shapes the goals compare first, so an interrupted study has its key pairs. Further
+# arguments go to every training command:
 #   GLUE_DIR=../shared/data/glue bash experiments/student_shapes/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 S=${STUDY:-outputs/student_shapes}
 U=${U_ROWS:-8000}   # cap of the unlabelled rows per task
+TASKS=${TASKS:-sst2 mrpc}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=offline
 train() { $PY -m litdistill.train --multirun "$@"; }
-students() {  # every shape, kd on L + U, for the seeds given
+declare -A SHAPE=(
+  [random_4x312]="student=tinybert_4l student.vocab=full"
+  [cut_3x384]="student=minilm_3l student.vocab=full"
+  [cut_3x384_vocab]="student=minilm_3l student.vocab=task"
+  [pruned_3x256]="student=pruned student.layers=[0,2,4] student.hidden=256 student.intermediate=1024 student.vocab=full"
+  [pruned_3x256_vocab]="student=pruned student.layers=[0,2,4] student.hidden=256 student.intermediate=1024 student.vocab=task"
+  [pruned_3x128]="student=pruned student.layers=[0,2,4] student.hidden=128 student.intermediate=512 student.vocab=full"
+  [pruned_3x128_vocab]="student=pruned student.layers=[0,2,4] student.hidden=128 student.intermediate=512 student.vocab=task"
+)
+CORE="random_4x312 pruned_3x256 cut_3x384 cut_3x384_vocab pruned_3x256_vocab"
+SMALL="pruned_3x128 pruned_3x128_vocab"
+students() {  # students SEEDS SHAPE...: kd on L + U, task by task
   local seeds=$1; shift
-  for student in "student=minilm_3l" "student=tinybert_4l" \
-      "student=pruned student.layers=[0,2,4] student.hidden=256 student.intermediate=1024" \
-      "student=pruned student.layers=[0,2,4] student.hidden=128 student.intermediate=512"; do
-    for vocab in full task; do
-      [ "$student" = "student=tinybert_4l" ] && [ "$vocab" = task ] && continue
-      # shellcheck disable=SC2086  # $student holds several overrides
-      train experiment=student_shapes "paths.study_dir=$S" transfer=train_rest \
-        "transfer.max_rows=$U" $student "student.vocab=$vocab" "seed=$seeds" "$@"
+  for task in $TASKS; do
+    for shape in "$@"; do
+      # shellcheck disable=SC2086  # a shape holds several overrides
+      train experiment=student_shapes "paths.study_dir=$S" "task=$task" transfer=train_rest \
+        "transfer.max_rows=$U" ${SHAPE[$shape]} "seed=$seeds" $EXTRA
     done
   done
 }
-for stage in ${STAGES:-teachers seed1 seeds23 report}; do
+baselines() {  # the no-KD twins (distill=none on L alone), paired by seed with kd on L + U
+  for task in $TASKS; do
+    for shape in random_4x312 pruned_3x256 cut_3x384 pruned_3x128; do
+      # shellcheck disable=SC2086
+      train experiment=student_shapes "paths.study_dir=$S" "task=$task" distill=none \
+        ${SHAPE[$shape]} seed=1,2,3 $EXTRA
+    done
+  done
+}
+EXTRA="$*"
+for stage in ${STAGES:-teachers seed1 seeds23 baselines export report}; do
   case $stage in
     teachers) train experiment=student_shapes_teachers "paths.study_dir=$S" "$@" ;;
-    seed1) students 1 "$@" ;;
-    seeds23) students 2,3 "$@" ;;
+    seed1) students 1 $CORE $SMALL ;;
+    seeds23) students 2,3 $CORE; students 2,3 $SMALL ;;
+    baselines) baselines ;;
+    export)  # the int8 ONNX graph of every seed-1 student, timed by the report
+      for run in "$S"/students/seed=1,*; do
+        [ -e "$run/export/export.json" ] || $PY -m litdistill.export "$run" --quantize int8
+      done ;;
     report) $PY -m litdistill.report "$S/students" --out experiments/student_shapes/report \
       --reference "student=tinybert_4l" ;;
   esac

@@ -276,16 +276,23 @@ class Pruned(FromTeacher):
         seed: Which rows are drawn.
         source: Model to cut from; defaults to the run's teacher.
         name: Display name.
+        importance: How heads and FFN neurons are scored: ``activation`` (Minitron's mean
+            activation) or ``gradient`` (Michel et al. 2019's mean ``|dL/dmask|``).
     """
 
     def __init__(self, layers: Sequence[int] | None = None, hidden: int | None = None,
                  heads: int | None = None, intermediate: int | None = None, rows: int = 512,
                  seed: int = 0, source: str | None = None, name: str | None = None,
                  vocab: str = "full", vocab_extra: int = 0,
-                 vocab_corpus: Sequence[str] | None = None) -> None:
+                 vocab_corpus: Sequence[str] | None = None,
+                 importance: str = "activation") -> None:
         self.set_vocab(vocab, vocab_extra, vocab_corpus)
         if rows < 1:
             raise ConfigError(f"student.rows={rows}: calibration needs at least one row")
+        if importance not in pruning.IMPORTANCE:
+            raise ConfigError(f"student.importance={importance!r}: unknown estimator; "
+                              f"valid: {', '.join(pruning.IMPORTANCE)}")
+        self.importance = importance
         self.layers = None if layers is None else [int(i) for i in layers]
         self.sizes = dict(hidden=hidden, heads=heads, intermediate=intermediate)
         self.rows, self.seed = int(rows), int(seed)
@@ -307,7 +314,7 @@ class Pruned(FromTeacher):
                    calibration: Calibration | None) -> PreTrainedModel:
         source = self._source_model(num_labels, regression, teacher, teacher_model)
         return pruning.prune(source, self.shape(source.config), calibration, self.rows,
-                             self.seed)
+                             self.seed, self.importance)
 
 
 def count_params(model: nn.Module) -> int:

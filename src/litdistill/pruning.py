@@ -17,6 +17,15 @@ non-padding token of those rows:
 - Hidden dimension ``d``: mean ``|x_d|`` of the LayerNorm outputs, summed over the embedding
   LayerNorm and both LayerNorms of every *kept* layer (the residual stream the student has).
 
+``importance=gradient`` (:func:`gradient_importance`) scores heads and FFN neurons as Michel et
+al. 2019 ("Are Sixteen Heads Really Better than One?") score heads: a mask ``xi = 1`` multiplies
+each head's context (each neuron's activation), and the score is the mean over rows of
+``|dL/dxi|``, which is ``|<context, dL/dcontext>|`` of that head on that row: how much the loss
+moves when the unit is scaled, so a loud unit whose output nothing reads scores 0. ``L`` is the
+cross-entropy of the model's own prediction (its argmax class; a regression model: its output
+itself), because calibration rows include unlabelled transfer text. Hidden dimensions keep the
+activation score (they have no single unit to mask).
+
 The kept indices stay in the teacher's order. Weights sliced consistently: word/position/
 token-type embeddings and the embedding LayerNorm (hidden columns), Q/K/V (rows of kept heads,
 columns of kept hidden dims), attention output dense (rows kept hidden, columns kept heads),
@@ -53,6 +62,7 @@ if TYPE_CHECKING:
     from litdistill.data import GlueDataModule
 
 SUPPORTED = ("bert",)
+IMPORTANCE = ("activation", "gradient")
 
 
 @dataclass(frozen=True)
@@ -221,6 +231,53 @@ def importance(model: PreTrainedModel, batches: Iterator[dict[str, Tensor]],
             "neurons": torch.stack([sums[f"neurons{i}"] for i in layers]).cpu() / tokens}
 
 
+def gradient_importance(model: PreTrainedModel, batches: Iterator[dict[str, Tensor]],
+                        layers: Sequence[int]) -> dict[str, Tensor]:
+    """Gradient importance of heads and FFN neurons, activation importance of hidden dims.
+
+    Returns:
+        As :func:`importance`; ``heads`` and ``neurons`` are mean ``|dL/dxi|`` (module docstring).
+    """
+    batches = list(batches)
+    scores = importance(model, iter(batches), layers)  # keeps its ``hidden``
+    layer_of, config = model.base_model.encoder.layer, model.config
+    masks: dict[str, Tensor] = {}
+
+    def gate(key: str, units: int):  # (B, T, units * k) input of a dense layer, k = unit width
+        def hook(module, args):
+            xi = torch.ones(args[0].shape[0], units, device=args[0].device, requires_grad=True)
+            masks[key] = xi  # (B, units): one mask per row, so its gradient is per row
+            return (args[0].unflatten(-1, (units, -1)) * xi[:, None, :, None]).flatten(-2),
+        return hook
+
+    hooks = []
+    for i in layers:
+        hooks += [layer_of[i].attention.output.dense.register_forward_pre_hook(
+                      gate(f"heads{i}", config.num_attention_heads)),
+                  layer_of[i].output.dense.register_forward_pre_hook(
+                      gate(f"neurons{i}", config.intermediate_size))]
+    keys = [f"{kind}{i}" for kind in ("heads", "neurons") for i in layers]
+    sums = dict.fromkeys(keys, 0.0)
+    rows, device = 0, next(model.parameters()).device
+    model.eval()
+    try:
+        with torch.enable_grad():
+            for batch in batches:
+                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits  # (B, C)
+                loss = (logits.sum() if logits.shape[-1] == 1 else torch.nn.functional
+                        .cross_entropy(logits, logits.argmax(-1).detach(), reduction="sum"))
+                for key, grad in zip(keys, torch.autograd.grad(loss, [masks[k] for k in keys]),
+                                     strict=True):
+                    sums[key] = sums[key] + grad.abs().sum(0).cpu()
+                rows += logits.shape[0]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for kind in ("heads", "neurons"):
+        scores[kind] = torch.stack([sums[f"{kind}{i}"] for i in layers]) / rows
+    return scores
+
+
 def _top(scores: Tensor, k: int) -> Tensor:
     """Indices of the ``k`` largest scores, in ascending (the teacher's) order."""
     return torch.topk(scores, k).indices.sort().values
@@ -265,17 +322,20 @@ def _slice(key: str, value: Tensor, kept: dict[str, Tensor],
 
 
 def prune(source: PreTrainedModel, shape: Shape, calibration: Calibration | None,
-          rows: int = 512, seed: int = 0) -> PreTrainedModel:
+          rows: int = 512, seed: int = 0, estimator: str = "activation") -> PreTrainedModel:
     """The student of ``shape`` sliced out of ``source`` (its layers, dims, heads, neurons).
 
     With the teacher's full width this is exactly :func:`~litdistill.cutting.cut_layers`.
+    ``estimator``: ``activation`` (:func:`importance`) or ``gradient``
+    (:func:`gradient_importance`).
     """
     student = cut_layers(source, shape.layers)
     if not shape.prunes_width(source.config):
         return student
     if calibration is None:
         raise ConfigError("student=pruned needs calibration rows (the run's training text)")
-    scores = importance(source, calibration.batches(rows, seed), shape.layers)
+    score = gradient_importance if estimator == "gradient" else importance
+    scores = score(source, calibration.batches(rows, seed), shape.layers)
     d = shape.head_dim
     heads = [_top(s, shape.heads) for s in scores["heads"]]
     per_layer = {  # student layer i -> kept indices

@@ -41,6 +41,7 @@ _NOT_IDENTITY = ("paths", "skip_done", "resume", "name", "group", "logger", "cal
 _ADDED_DEFAULTS: dict[tuple[str, ...], object] = {
     ("student", "vocab"): "full", ("student", "vocab_extra"): 0,
     ("student", "vocab_corpus"): None, ("progress",): "auto", ("corpus",): None,
+    ("student", "importance"): "activation",
 }
 # ``data`` built the DataModule itself before the plain reader; same options, same data.
 _OLD_DATA_TARGET = {"litdistill.data.DataOptions": "litdistill.data.GlueDataModule"}
