@@ -67,7 +67,8 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, word_tokenizer_dir: Path) ->
                 "overrides": overrides, "choices": config["choices"], "seed": seed,
                 "distill": config["distill"], "retention": score / TEACHER_SCORE,
                 "student": {"name": "tiny-student", "params": params, "score": score,
-                            "metrics": {"accuracy": score}, "agreement": agreement},
+                            "metrics": {"accuracy": score}, "agreement": agreement,
+                            "vocab_size": 4820},
                 "teacher": {"name": "tiny-teacher", "params": params, "score": TEACHER_SCORE,
                             "metrics": {"accuracy": TEACHER_SCORE}, "path": str(teacher_dir)},
                 "train_seconds": 10.0 + seed, "student_dir": str(student_dir),
@@ -117,6 +118,9 @@ def test_csv_holds_mean_sample_std_and_n_per_configuration(sweep: Path) -> None:
     assert float(none["agreement_mean"]) == statistics.mean(NONE["agreement"][::2])
     gone = _row(rows, "distill.temperature=1 distill=kd")
     assert (gone["score_n"], gone["score_std"]) == ("1", "")
+    assert none["vocab"] == "4820"  # the student's kept vocabulary (the teacher's: unrecorded)
+    assert [r["vocab"] for r in rows if r["kind"] == "teacher"] == [""]
+    assert "| 4.8k |" in (sweep / "report.md").read_text()
 
 
 def test_teacher_reference_row_is_deduplicated_and_timed(sweep: Path) -> None:

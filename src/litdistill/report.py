@@ -118,7 +118,8 @@ def build_rows(jobs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], set[st
         row = {"kind": "student", "task": first.get("task"),
                "config": " ".join(o for o in key if o not in common) or "(defaults)",
                "model": first["student"].get("name"), "params": first["student"].get("params"),
-               "objective": _objective(first), "transfer": _choice(first, "transfer"),
+               "vocab": first["student"].get("vocab_size"), "objective": _objective(first),
+               "transfer": _choice(first, "transfer"),
                "augment": _choice(first, "augment"), "temperature": distill.get("temperature"),
                "alpha_kd": distill.get("alpha_kd"), "seeds": [j.get("seed") for j in group],
                "jobs": [j["job_dir"] for j in group],
@@ -141,7 +142,8 @@ def build_rows(jobs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], set[st
                         None if score is None else round(score, 6))
                 teachers.setdefault(tkey, {
                     "kind": "teacher", "task": job.get("task"), "config": "teacher (reference)",
-                    "model": t.get("name"), "params": t.get("params"), "objective": "teacher",
+                    "model": t.get("name"), "params": t.get("params"),
+                    "vocab": t.get("vocab_size"), "objective": "teacher",
                     "score_mean": score, "score_n": int(score is not None), "jobs": [],
                     "model_dir": t.get("path")})["jobs"].append(job["job_dir"])
     rows.sort(key=lambda r: (str(r["task"]), r["score_mean"] is None, -(r["score_mean"] or 0)))

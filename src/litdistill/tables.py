@@ -44,7 +44,7 @@ def _params(n: int | None) -> str:
 
 _COLUMNS = [("config", lambda r: r["config"]), ("task", lambda r: r["task"] or ""),
             ("student", lambda r: r["model"] or ""), ("params", lambda r: _params(r["params"])),
-            ("objective", recipe),
+            ("vocab", lambda r: _params(r.get("vocab"))), ("objective", recipe),
             ("T", lambda r: _fmt(r.get("temperature"), "g")),
             ("α_kd", lambda r: _fmt(r.get("alpha_kd"), "g")),
             ("score", lambda r: _pm(r, "score", ".4f")), ("n", lambda r: str(r["score_n"])),
@@ -58,7 +58,8 @@ CSV_FIELDS = ["kind", "config", "task", "model", "params", "objective", "transfe
               "temperature", "alpha_kd",
               *(f"{k}_{s}" for k in ("score", "retention", "agreement", "train_seconds", "gain")
                 for s in ("mean", "std", "n")),
-              "size_mb", "latency_ms_b1", "throughput_b32", "seeds", "model_dir", "jobs"]
+              "size_mb", "latency_ms_b1", "throughput_b32", "seeds", "model_dir", "jobs",
+              "vocab"]  # columns are only ever appended: scripts read them by position too
 
 
 def _cell(text: str) -> str:
