@@ -164,6 +164,33 @@ def test_tiny_general_run_writes_results_and_student(make_cfg, corpus_file, obje
     assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_a_width_pruned_student_is_general_distilled(make_cfg, corpus_file):
+    """student=pruned keeps its width in general distillation (calibrated on the corpus):
+    never silently just the layer cut. (MiniLM's relations: any head count.)"""
+    cfg = make_cfg("distill=minilm_general", "corpus=files", f"corpus.files=[{corpus_file}]",
+                   *[o for o in TINY if not o.startswith("student")], "student=pruned",
+                   "student.layers=[0]", "student.hidden=16", "student.intermediate=24",
+                   "student.rows=16")
+    results = train(cfg)
+    assert results["status"] == "ok"
+    config = AutoModel.from_pretrained(results["student_dir"]).config
+    assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
+            config.intermediate_size) == (1, 16, 1, 24)
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ("student.vocab=task", "general distillation reads the teacher's whole vocabulary"),
+    ("student.importance=gradient", "needs a task head's logits"),
+])
+def test_what_general_distillation_cannot_do_to_a_pruned_student_fails_clearly(
+        make_cfg, corpus_file, no_weights, option, message):
+    cfg = make_cfg("distill=minilm_general", "corpus=files", f"corpus.files=[{corpus_file}]",
+                   *[o for o in TINY if not o.startswith("student")], "student=pruned",
+                   "student.hidden=16", option)
+    with pytest.raises(ConfigError, match=message):
+        train(cfg)
+
+
 def test_distilbert_general_on_a_tiny_masked_lm_teacher(make_cfg, corpus_file, tmp_path):
     folder = tmp_path / "mlm"
     tok = char_tokenizer()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import datasets
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -28,7 +29,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from litdistill import runs
+from litdistill import pruning, runs
 from litdistill.builders import build, build_option
 from litdistill.callbacks import RngState
 from litdistill.corpus import Corpus
@@ -37,7 +38,7 @@ from litdistill.errors import ConfigError
 from litdistill.finite import check_weights
 from litdistill.general_module import GeneralDataModule, GeneralDistillationModule, Masking
 from litdistill.intermediate import IntermediateTerms
-from litdistill.models import FromTeacher, ModelSpec, Pretrained, count_params
+from litdistill.models import FromTeacher, ModelSpec, Pretrained, Pruned, count_params
 from litdistill.objective import TERMS
 from litdistill.outputs import export_student
 from litdistill.rundir import RunDir
@@ -151,6 +152,14 @@ def validate(cfg: DictConfig, output_dir: Path) -> GeneralPlan:
     s_config, t_config = student.hf_config(teacher), teacher.hf_config(None)
     if objective.terms and s_config is not None and t_config is not None:
         IntermediateTerms(objective.terms, s_config, t_config)  # layer maps, head counts
+    if getattr(student, "vocab", "full") != "full":
+        raise ConfigError(f"student.vocab={student.vocab}: general distillation reads the "
+                          "teacher's whole vocabulary; prune it in the task run that follows "
+                          "(student=pretrained student.name_or_path=<run>/student "
+                          "student.vocab=task)")
+    if isinstance(student, Pruned) and student.importance != "activation":
+        raise ConfigError(f"student.importance={student.importance} needs a task head's "
+                          "logits; general distillation prunes by activation")
     tokenizer = student.tokenizer(teacher)
     if tokenizer.get_vocab() != teacher.tokenizer(None).get_vocab():
         raise ConfigError("general distillation compares token by token: the student needs "
@@ -171,12 +180,18 @@ def build_teacher(plan: GeneralPlan) -> PreTrainedModel:
     return auto.from_config(plan.teacher.hf_config(None))  # a random (test) teacher
 
 
-def build_student(plan: GeneralPlan, teacher: PreTrainedModel) -> PreTrainedModel:
+def build_student(plan: GeneralPlan, teacher: PreTrainedModel,
+                  corpus: datasets.Dataset) -> PreTrainedModel:
     """The student as its spec says, without a task head: Sized (random), Pretrained
-    (loaded), or FromTeacher (layers cut from the teacher or its ``source``)."""
+    (loaded), FromTeacher (layers cut from the teacher or its ``source``) or Pruned (cut in
+    depth and width, importance measured on rows of the tokenized ``corpus``)."""
     auto, spec = _auto(plan.objective), plan.student
     if isinstance(spec, FromTeacher):
         source = teacher if spec.source is None else auto.from_pretrained(spec.source.path)
+        if isinstance(spec, Pruned):
+            return pruning.prune(source, spec.shape(source.config),
+                                 pruning.Calibration([corpus], plan.tokenizer), spec.rows,
+                                 spec.seed, spec.importance, auto)
         return cut_layers(source, spec.layers, auto)
     if isinstance(spec, Pretrained):
         return auto.from_pretrained(spec.path, dtype=torch.float32)
@@ -229,8 +244,9 @@ def train_general(cfg: DictConfig) -> dict[str, Any]:
         datamodule = GeneralDataModule(splits, plan.tokenizer, cfg.data.batch_size,
                                        cfg.data.eval_batch_size, cfg.data.seed)
         teacher = build_teacher(plan)
+        student = build_student(plan, teacher, splits["train"])
         module = GeneralDistillationModule(
-            build_student(plan, teacher), teacher, plan.objective, build(cfg.optimizer),
+            student, teacher, plan.objective, build(cfg.optimizer),
             build(cfg.scheduler) if cfg.get("scheduler") else None, _masking(plan), cfg.seed)
         trainer, loggers = build_trainer(cfg, plan)
         run.is_zero = trainer.is_global_zero

@@ -263,7 +263,12 @@ def gradient_importance(model: PreTrainedModel, batches: Iterator[dict[str, Tens
     try:
         with torch.enable_grad():
             for batch in batches:
-                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits  # (B, C)
+                logits = getattr(model(**{k: v.to(device) for k, v in batch.items()}),
+                                 "logits", None)  # (B, C)
+                if logits is None or logits.dim() != 2:
+                    raise ConfigError("student.importance=gradient needs a task head's "
+                                      "logits (a task run); general distillation prunes "
+                                      "by student.importance=activation")
                 loss = (logits.sum() if logits.shape[-1] == 1 else torch.nn.functional
                         .cross_entropy(logits, logits.argmax(-1).detach(), reduction="sum"))
                 for key, grad in zip(keys, torch.autograd.grad(loss, [masks[k] for k in keys]),
@@ -322,14 +327,16 @@ def _slice(key: str, value: Tensor, kept: dict[str, Tensor],
 
 
 def prune(source: PreTrainedModel, shape: Shape, calibration: Calibration | None,
-          rows: int = 512, seed: int = 0, estimator: str = "activation") -> PreTrainedModel:
+          rows: int = 512, seed: int = 0, estimator: str = "activation",
+          auto: type = AutoModelForSequenceClassification) -> PreTrainedModel:
     """The student of ``shape`` sliced out of ``source`` (its layers, dims, heads, neurons).
 
     With the teacher's full width this is exactly :func:`~litdistill.cutting.cut_layers`.
     ``estimator``: ``activation`` (:func:`importance`) or ``gradient``
-    (:func:`gradient_importance`).
+    (:func:`gradient_importance`). ``auto``: the class of ``source`` and of the student
+    (``AutoModel`` for a headless general-distillation student).
     """
-    student = cut_layers(source, shape.layers)
+    student = cut_layers(source, shape.layers, auto)
     if not shape.prunes_width(source.config):
         return student
     if calibration is None:
@@ -345,6 +352,6 @@ def prune(source: PreTrainedModel, shape: Shape, calibration: Calibration | None
     }
     kept = {"hidden": _top(scores["hidden"], shape.hidden)}
     state = {k: _slice(k, v, kept, per_layer) for k, v in student.state_dict().items()}
-    pruned = AutoModelForSequenceClassification.from_config(pruned_config(student.config, shape))
+    pruned = auto.from_config(pruned_config(student.config, shape))
     pruned.load_state_dict(state, strict=True)
     return pruned
