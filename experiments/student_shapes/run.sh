@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The student-shapes study (README.md here). Grids: conf/experiment/student_shapes*.yaml;
 # this only calls the CLIs, stage by stage (STAGES, default "teachers seed1 seeds23
-# baselines export report"); rerunning completes an interrupted stage (skip_done). Jobs run task by task and
-# the shapes the goals compare first, so an interrupted study has its key pairs. Further
-# arguments go to every training command:
+# baselines extras export report"); rerunning completes an interrupted stage (skip_done).
+# Jobs run task by task and the shapes the goals compare first, so an interrupted study has
+# its key pairs. Further arguments go to every training command:
 #   GLUE_DIR=../shared/data/glue bash experiments/student_shapes/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,6 +21,10 @@ declare -A SHAPE=(
   [pruned_3x256_vocab]="student=pruned student.layers=[0,2,4] student.hidden=256 student.intermediate=1024 student.vocab=task"
   [pruned_3x128]="student=pruned student.layers=[0,2,4] student.hidden=128 student.intermediate=512 student.vocab=full"
   [pruned_3x128_vocab]="student=pruned student.layers=[0,2,4] student.hidden=128 student.intermediate=512 student.vocab=task"
+  # the task vocabulary + every other piece of all the task's training sentences (extras)
+  [cut_3x384_vocab_all]="student=minilm_3l student.vocab=task student.vocab_extra=3000 student.vocab_corpus=[$S/vocab/sst2_train.txt]"
+  # heads and FFN neurons by Michel et al.'s gradient importance instead of activations
+  [pruned_3x256_gradient]="student=pruned student.layers=[0,2,4] student.hidden=256 student.intermediate=1024 student.vocab=full student.importance=gradient"
 )
 CORE="random_4x312 pruned_3x256 cut_3x384 cut_3x384_vocab pruned_3x256_vocab"
 SMALL="pruned_3x128 pruned_3x128_vocab"
@@ -43,16 +47,27 @@ baselines() {  # the no-KD twins (distill=none on L alone), paired by seed with 
     done
   done
 }
+train_text() {  # SST-2's 67,349 training sentences, a text per line (the vocab_corpus)
+  mkdir -p "$S/vocab"
+  if [ ! -s "$S/vocab/sst2_train.txt" ]; then
+    tail -n +2 "$GLUE_DIR/SST-2/train.tsv" | cut -f1 > "$S/vocab/sst2_train.txt.tmp"
+    mv "$S/vocab/sst2_train.txt.tmp" "$S/vocab/sst2_train.txt"
+  fi
+}
 EXTRA="$*"
-for stage in ${STAGES:-teachers seed1 seeds23 baselines export report}; do
+for stage in ${STAGES:-teachers seed1 seeds23 baselines extras export report}; do
   case $stage in
     teachers) train experiment=student_shapes_teachers "paths.study_dir=$S" "$@" ;;
     seed1) students 1 $CORE $SMALL ;;
     seeds23) students 2,3 $CORE; students 2,3 $SMALL ;;
     baselines) baselines ;;
+    extras)  # why vocabulary pruning costs what it costs; the other importance estimator
+      train_text; TASKS=sst2 students 1,2,3 cut_3x384_vocab_all
+      students 1,2,3 pruned_3x256_gradient ;;
     export)  # the int8 ONNX graph of every seed-1 student, timed by the report
       for run in "$S"/students/seed=1,*; do
-        [ -e "$run/export/export.json" ] || $PY -m litdistill.export "$run" --quantize int8
+        [ -d "$run" ] && [ ! -e "$run/export/export.json" ] || continue
+        $PY -m litdistill.export "$run" --quantize int8
       done ;;
     report) $PY -m litdistill.report "$S/students" --out experiments/student_shapes/report \
       --reference "student=tinybert_4l" ;;
