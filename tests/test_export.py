@@ -201,6 +201,8 @@ def test_report_lists_exported_graphs_with_their_score_size_and_latency(trained_
     assert int8["score_mean"] == pytest.approx(summary["scores"]["int8"]["score"])
     assert int8["size_mb"] == pytest.approx(summary["files"]["model.int8.onnx"]["bytes"] / 2**20)
     assert int8["latency_ms_b1"] > 0 and int8["throughput_b32"] > 0
+    student = next(r for r in result["rows"] if r["kind"] == "student")
+    assert int8["vocab"] == student["vocab"] > 0  # a graph has its student's vocabulary
     assert len(rows) == 2  # fp32 and int8
     md = (tmp_path / "report" / "report.md").read_text()
     assert "(onnx int8)" in md

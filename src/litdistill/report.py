@@ -183,8 +183,9 @@ def export_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if not found:
                 continue
             graph = RunDir(found[0]["source_run"]).export_dir / name
-            variant = {k: row[k] for k in ("task", "params", "objective", "transfer", "augment",
-                                           "temperature", "alpha_kd", "recipe")}
+            variant = {k: row.get(k) for k in ("task", "params", "vocab", "objective",
+                                               "transfer", "augment", "temperature",
+                                               "alpha_kd", "recipe")}
             variant.update(kind="export", config=f"{row['config']} [{label}]",
                            model=f"{row['model']} ({label})", jobs=[e["source_run"] for e in found],
                            seeds=[], model_dir=str(graph), baseline=False,
