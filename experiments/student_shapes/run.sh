@@ -69,7 +69,11 @@ for stage in ${STAGES:-teachers seed1 seeds23 baselines extras export report}; d
         [ -d "$run" ] && [ ! -e "$run/export/export.json" ] || continue
         $PY -m litdistill.export "$run" --quantize int8
       done ;;
-    report) $PY -m litdistill.report "$S/students" --out experiments/student_shapes/report \
-      --reference "student=tinybert_4l" ;;
+    report)  # intervals against random 4 x 312 (+ latency), then against the depth cut
+      $PY -m litdistill.report "$S/students" --out experiments/student_shapes/report \
+        --reference "student=tinybert_4l"
+      $PY -m litdistill.report "$S/students" --out experiments/student_shapes/report_vs_cut \
+        --no-latency --reference "student=minilm_3l student.vocab=full transfer=train_rest"
+      $PY experiments/student_shapes/summary.py > experiments/student_shapes/results.md ;;
   esac
 done
