@@ -7,6 +7,10 @@ share of the teacher's), MB, kept vocabulary, int8 ONNX latency at batch 1, scor
 seeds, retention, and the paired 95% intervals.
 
     python experiments/student_shapes/summary.py [--dir experiments/student_shapes]
+    python experiments/student_shapes/summary.py --majority STUDY/students   # collapse check
+
+``--majority`` instead prints, for every run's saved dev predictions, the share of dev rows
+it predicts as the dev set's majority class (1.0: a student that learned a constant).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import argparse
 import csv
 from pathlib import Path
+
+import numpy as np
 
 VERSUS = (("reference", "report", "vs random 4x312"),
           ("reference", "report_vs_cut", "vs cut 3x384"),
@@ -78,10 +84,31 @@ def tables(folder: Path) -> str:
     return "\n".join(out)
 
 
+def majority(students: Path) -> str:
+    """Per run (a line each): the share of dev predictions that are the majority class."""
+    out = ["| run | dev majority share | student predicts it | teacher predicts it | "
+           "student accuracy |", "|---|---|---|---|---|"]
+    for path in sorted(students.glob("*/predictions.npz")):
+        z = np.load(path)
+        for split in (k.split(".", 1)[1] for k in z if k.startswith("labels.")):
+            labels, student = z[f"labels.{split}"], z[f"student.{split}"]
+            if student.ndim != 2 or student.shape[1] < 2:
+                continue  # regression: no classes
+            top = np.bincount(labels.astype(int)).argmax()
+            share = [float((z[f"{who}.{split}"].argmax(-1) == top).mean())
+                     for who in ("student", "teacher")]
+            out.append(f"| {path.parent.name} | {float((labels == top).mean()):.3f} | "
+                       f"{share[0]:.3f} | {share[1]:.3f} | "
+                       f"{float((student.argmax(-1) == labels).mean()):.3f} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=Path(__file__).parent)
-    print(tables(parser.parse_args().dir))
+    parser.add_argument("--majority", type=Path, help="a study's students/ folder")
+    args = parser.parse_args()
+    print(majority(args.majority) if args.majority else tables(args.dir))
 
 
 if __name__ == "__main__":
