@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The student-shapes study (README.md here). Grids: conf/experiment/student_shapes*.yaml;
 # this only calls the CLIs, stage by stage (STAGES, default "teachers seed1 seeds23
-# baselines extras export report"); rerunning completes an interrupted stage (skip_done).
+# baselines extras baselines_rest export report"); rerunning completes an interrupted stage (skip_done).
 # Jobs run task by task and the shapes the goals compare first, so an interrupted study has
 # its key pairs. Further arguments go to every training command:
 #   GLUE_DIR=../shared/data/glue bash experiments/student_shapes/run.sh
@@ -38,9 +38,9 @@ students() {  # students SEEDS SHAPE...: kd on L + U, task by task
     done
   done
 }
-baselines() {  # the no-KD twins (distill=none on L alone), paired by seed with kd on L + U
+baselines() {  # baselines SHAPE...: the no-KD twins (distill=none on L alone), seeds 1-3
   for task in $TASKS; do
-    for shape in random_4x312 pruned_3x256 cut_3x384 pruned_3x128; do
+    for shape in "$@"; do
       # shellcheck disable=SC2086
       train experiment=student_shapes "paths.study_dir=$S" "task=$task" distill=none \
         ${SHAPE[$shape]} seed=1,2,3 $EXTRA
@@ -55,15 +55,16 @@ train_text() {  # SST-2's 67,349 training sentences, a text per line (the vocab_
   fi
 }
 EXTRA="$*"
-for stage in ${STAGES:-teachers seed1 seeds23 baselines extras export report}; do
+for stage in ${STAGES:-teachers seed1 seeds23 baselines extras baselines_rest export report}; do
   case $stage in
     teachers) train experiment=student_shapes_teachers "paths.study_dir=$S" "$@" ;;
     seed1) students 1 $CORE $SMALL ;;
     seeds23) students 2,3 $CORE; students 2,3 $SMALL ;;
-    baselines) baselines ;;
+    baselines) baselines random_4x312 pruned_3x256 ;;
+    baselines_rest) baselines cut_3x384 pruned_3x128 ;;
     extras)  # why vocabulary pruning costs what it costs; the other importance estimator
-      train_text; TASKS=sst2 students 1,2,3 cut_3x384_vocab_all
-      students 1,2,3 pruned_3x256_gradient ;;
+      train_text; TASKS=sst2 students 1,2,3 cut_3x384_vocab_all pruned_3x256_gradient
+      TASKS=mrpc students 1,2,3 pruned_3x256_gradient ;;
     export)  # the int8 ONNX graph of every seed-1 student, timed by the report
       for run in "$S"/students/seed=1,*; do
         [ -d "$run" ] && [ ! -e "$run/export/export.json" ] || continue
