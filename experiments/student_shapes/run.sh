@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The student-shapes study (README.md here). Grids: conf/experiment/student_shapes*.yaml;
-# this only calls the CLIs, stage by stage (STAGES, default "teachers seed1 seeds23
-# baselines extras baselines_rest export report"); rerunning completes an interrupted stage (skip_done).
+# this only calls the CLIs, stage by stage (STAGES, default $ALL below, most needed first);
+# rerunning completes an interrupted stage (skip_done).
 # Jobs run task by task and the shapes the goals compare first, so an interrupted study has
 # its key pairs. Further arguments go to every training command:
 #   GLUE_DIR=../shared/data/glue bash experiments/student_shapes/run.sh
@@ -55,16 +55,18 @@ train_text() {  # SST-2's 67,349 training sentences, a text per line (the vocab_
   fi
 }
 EXTRA="$*"
-for stage in ${STAGES:-teachers seed1 seeds23 baselines extras baselines_rest export report}; do
+ALL="teachers seed1 seeds23 baselines vocab_all small23 gradient baselines_rest export report"
+for stage in ${STAGES:-$ALL}; do
   case $stage in
     teachers) train experiment=student_shapes_teachers "paths.study_dir=$S" "$@" ;;
     seed1) students 1 $CORE $SMALL ;;
-    seeds23) students 2,3 $CORE; students 2,3 $SMALL ;;
+    seeds23) students 2,3 $CORE ;;
+    small23) students 2,3 $SMALL ;;
     baselines) baselines random_4x312 pruned_3x256 ;;
     baselines_rest) baselines cut_3x384 pruned_3x128 ;;
-    extras)  # why vocabulary pruning costs what it costs; the other importance estimator
-      train_text; TASKS=sst2 students 1,2,3 cut_3x384_vocab_all pruned_3x256_gradient
-      TASKS=mrpc students 1,2,3 pruned_3x256_gradient ;;
+    vocab_all)  # why vocabulary pruning costs what it costs
+      train_text; TASKS=sst2 students 1,2,3 cut_3x384_vocab_all ;;
+    gradient) students 1,2,3 pruned_3x256_gradient ;;  # the other importance estimator
     export)  # the int8 ONNX graph of every seed-1 student, timed by the report
       for run in "$S"/students/seed=1,*; do
         [ -d "$run" ] && [ ! -e "$run/export/export.json" ] || continue
