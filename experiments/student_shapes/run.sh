@@ -74,7 +74,7 @@ for stage in ${STAGES:-$ALL}; do
       done ;;
     report)  # intervals against random 4 x 312 (+ latency), then against the depth cut
       $PY -m litdistill.report "$S/students" --out experiments/student_shapes/report \
-        --reference "student=tinybert_4l"
+        --reference "student=tinybert_4l transfer=train_rest"
       $PY -m litdistill.report "$S/students" --out experiments/student_shapes/report_vs_cut \
         --no-latency --reference "student=minilm_3l student.vocab=full transfer=train_rest"
       $PY experiments/student_shapes/summary.py > experiments/student_shapes/results.md ;;
