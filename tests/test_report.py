@@ -271,6 +271,17 @@ def test_paired_gains_and_scores_by_task():
     assert "| distill=kd | 32.0 ± 4.2 (2) | 64.0 ± 2.8 (2) | 48.0 |" in by_task
 
 
+def test_teacher_row_takes_its_size_from_any_job_that_recorded_it():
+    """A no-KD job read first may not have loaded the teacher (params None): the teacher's
+    reference row still gets its params and vocabulary from a later job."""
+    first, later = _job("rte", "none", 1, 0.60, 0.70), _job("rte", "kd", 1, 0.62, 0.70)
+    first["teacher"]["params"] = None
+    later["teacher"]["vocab_size"] = 30522
+    rows, _ = report.build_rows([first, later])
+    (teacher,) = [r for r in rows if r["kind"] == "teacher"]
+    assert (teacher["params"], teacher["vocab"], len(teacher["jobs"])) == (20, 30522, 2)
+
+
 def test_no_pairs_no_gain_section(sweep):
     """A sweep without a baseline of the same configuration gets no gain section."""
     from litdistill import tables
