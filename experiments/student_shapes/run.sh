@@ -69,7 +69,7 @@ for stage in ${STAGES:-$ALL}; do
     gradient) students 1,2,3 pruned_3x256_gradient ;;  # the other importance estimator
     export)  # the int8 ONNX graph of every seed-1 student, timed by the report
       for run in "$S"/students/seed=1,*; do
-        [ -d "$run" ] && [ ! -e "$run/export/export.json" ] || continue
+        [ -e "$run/results.json" ] && [ ! -e "$run/export/export.json" ] || continue
         $PY -m litdistill.export "$run" --quantize int8
       done ;;
     report)  # intervals against random 4 x 312 (+ latency), then against the depth cut
