@@ -75,8 +75,10 @@ for stage in ${STAGES:-$ALL}; do
     report)  # intervals against random 4 x 312 (+ latency), then against the depth cut
       $PY -m litdistill.report "$S/students" --out experiments/student_shapes/report \
         --reference "student=tinybert_4l transfer=train_rest"
-      $PY -m litdistill.report "$S/students" --out experiments/student_shapes/report_vs_cut \
+      $PY -m litdistill.report "$S/students" --out "$S/report_vs_cut" \
         --no-latency --reference "student=minilm_3l student.vocab=full transfer=train_rest"
-      $PY experiments/student_shapes/summary.py > experiments/student_shapes/results.md ;;
+      cp "$S/report_vs_cut/intervals.csv" experiments/student_shapes/intervals_vs_cut.csv
+      $PY experiments/student_shapes/summary.py > "$S/results.md.tmp"
+      mv "$S/results.md.tmp" experiments/student_shapes/results.md ;;
   esac
 done

@@ -1,10 +1,10 @@
 """The study's table per task, from the reports ``run.sh`` writes (nothing typed by hand).
 
 Reads ``report/report.csv`` + ``report/intervals.csv`` (intervals against random 4 x 312 and
-the teacher, latency of the int8 graphs) and ``report_vs_cut/intervals.csv`` (intervals
-against the 3-layer depth cut) and prints a markdown table per task: shape, parameters (and
-share of the teacher's), MB, kept vocabulary, int8 ONNX latency at batch 1, score over the
-seeds, retention, and the paired 95% intervals.
+the teacher, latency of the int8 graphs) and ``intervals_vs_cut.csv`` (a second report's
+intervals against the 3-layer depth cut) and prints a markdown table per task: shape,
+parameters (and share of the teacher's), MB, kept vocabulary, int8 ONNX latency at batch 1,
+score over the seeds, retention, and the paired 95% intervals.
 
     python experiments/student_shapes/summary.py [--dir experiments/student_shapes]
     python experiments/student_shapes/summary.py --majority STUDY/students   # collapse check
@@ -21,9 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-VERSUS = (("reference", "report", "vs random 4x312"),
-          ("reference", "report_vs_cut", "vs cut 3x384"),
-          ("baseline", "report", "vs its no-KD twin"), ("teacher", "report", "vs teacher"))
+# (interval kind, file it is in, column)
+VERSUS = (("reference", "report/intervals.csv", "vs random 4x312"),
+          ("reference", "intervals_vs_cut.csv", "vs cut 3x384"),
+          ("baseline", "report/intervals.csv", "vs its no-KD twin"),
+          ("teacher", "report/intervals.csv", "vs teacher"))
 
 
 def shape(config: str) -> str:
@@ -55,9 +57,8 @@ def tables(folder: Path) -> str:
     """The markdown tables (one per task) of the study in ``folder``."""
     rows = _read(folder / "report" / "report.csv")
     intervals = {(i["task"], i["config"], i["versus"], name): i
-                 for name in ("report", "report_vs_cut")
-                 if (folder / name / "intervals.csv").is_file()
-                 for i in _read(folder / name / "intervals.csv")}
+                 for name in {file for _, file, _ in VERSUS} if (folder / name).is_file()
+                 for i in _read(folder / name)}
     out = []
     for task in sorted({r["task"] for r in rows}):
         teacher = next(r for r in rows if r["task"] == task and r["kind"] == "teacher")

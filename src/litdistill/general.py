@@ -152,7 +152,7 @@ def validate(cfg: DictConfig, output_dir: Path) -> GeneralPlan:
     s_config, t_config = student.hf_config(teacher), teacher.hf_config(None)
     if objective.terms and s_config is not None and t_config is not None:
         IntermediateTerms(objective.terms, s_config, t_config)  # layer maps, head counts
-    if getattr(student, "vocab", "full") != "full":
+    if student.vocab != "full":
         raise ConfigError(f"student.vocab={student.vocab}: general distillation reads the "
                           "teacher's whole vocabulary; prune it in the task run that follows "
                           "(student=pretrained student.name_or_path=<run>/student "

@@ -147,9 +147,9 @@ def build_rows(jobs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], set[st
                     "score_mean": score, "score_n": int(score is not None), "jobs": [],
                     "model_dir": t.get("path")})
                 teachers[tkey]["jobs"].append(job["job_dir"])
-                for key in ("params", "vocab"):  # a no-KD job may not have loaded the teacher
-                    if teachers[tkey][key] is None:
-                        teachers[tkey][key] = t.get("vocab_size" if key == "vocab" else key)
+                for key, field in (("params", "params"), ("vocab", "vocab_size")):
+                    if teachers[tkey][key] is None:  # a no-KD job may not have loaded it
+                        teachers[tkey][key] = t.get(field)
     rows.sort(key=lambda r: (str(r["task"]), r["score_mean"] is None, -(r["score_mean"] or 0)))
     paired_gains(rows)
     return list(teachers.values()) + rows, common
